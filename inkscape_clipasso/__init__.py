@@ -1,0 +1,1 @@
+"""The CLIPasso Inkscape extension (inkex and the standard library only) and the shared protocol."""

@@ -1,0 +1,376 @@
+"""The request/response schema shared by the Inkscape extension and the sketch daemon.
+
+Both sides import this one module so that they cannot drift: the daemon validates every
+request with it, the extension validates every response with it. It must stay importable in
+Inkscape's own Python, so it uses the standard library only (no torch, no Pillow, no inkex).
+
+Every validation failure raises :class:`ProtocolError`, which carries a stable error code and
+the HTTP status the daemon answers with, so a client can react to the code and show the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+PROTOCOL_VERSION = 1
+API_PREFIX = "/v1"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+#: The square canvas the optimisation runs on (the reference's 224 x 224).
+CANVAS_SIZE = 224
+
+MIN_STROKES, MAX_STROKES = 1, 256
+MAX_LEVELS = 8
+MIN_ITERATIONS, MAX_ITERATIONS = 1, 20000
+MIN_SEEDS, MAX_SEEDS = 1, 16
+MIN_WIDTH, MAX_WIDTH = 0.1, 50.0
+MAX_SEED_VALUE = 2**31 - 1
+RENDERERS = ("auto", "torch", "diffvg")
+DEFAULT_LOSS_MODEL = "RN101"
+DEFAULT_SALIENCY_MODEL = "ViT-B-32"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./@+-]{0,127}$")
+_HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+# Job states.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
+    "queued",
+    "running",
+    "done",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
+JOB_STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
+FINAL_STATES = frozenset({DONE, FAILED, CANCELLED, INTERRUPTED})
+
+# Error codes and the HTTP status each is answered with.
+ERROR_STATUS: dict[str, int] = {
+    "bad_json": 400,
+    "bad_request": 400,
+    "unknown_field": 400,
+    "out_of_range": 400,
+    "bad_image": 400,
+    "image_too_large": 413,
+    "too_large": 413,
+    "unauthorized": 401,
+    "not_found": 404,
+    "not_ready": 409,
+    "method_not_allowed": 405,
+    "unsupported_media_type": 415,
+    "queue_full": 429,
+    "shutting_down": 503,
+    "internal": 500,
+}
+
+
+class ProtocolError(ValueError):
+    """A request or response that does not follow the schema.
+
+    ``code`` is one of :data:`ERROR_STATUS`'s keys, ``status`` the HTTP status that goes with it.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_STATUS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = ERROR_STATUS[code]
+
+    def to_json(self) -> dict[str, str]:
+        """The error body the daemon sends: ``{"error": code, "message": text}``."""
+        return {"error": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class SketchSettings:
+    """What a user can choose for one sketch job; defaults are the reference's.
+
+    ``width`` is the full stroke width in pixels of the 224-pixel optimisation canvas (the
+    reference draws 3 px); results report widths in the image's own pixels.
+    """
+
+    levels: tuple[int, ...] = (4, 8, 16, 32)
+    iterations: int = 2000
+    seeds: int = 3
+    width: float = 3.0
+    color: str = "#000000"
+    loss_model: str = DEFAULT_LOSS_MODEL
+    saliency_model: str = DEFAULT_SALIENCY_MODEL
+    renderer: str = "auto"
+    remove_background: bool = False
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types, levels as a list."""
+        data = asdict(self)
+        data["levels"] = list(self.levels)
+        return data
+
+
+SETTINGS_FIELDS = tuple(SketchSettings.__dataclass_fields__)
+
+
+def _require_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("bad_request", f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ProtocolError("out_of_range", f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_levels(value: Any) -> tuple[int, ...]:
+    """Stroke counts as a sorted tuple without repeats, from a list or a text like "4,8,16"."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+        if not parts:
+            raise ProtocolError("bad_request", "levels must name at least one stroke count")
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise ProtocolError(
+                "bad_request", f"levels must be whole numbers separated by commas, got {value!r}"
+            ) from None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ProtocolError("bad_request", "levels must be a non-empty list of stroke counts")
+    levels = sorted({_require_int("each level", v, MIN_STROKES, MAX_STROKES) for v in value})
+    if len(levels) > MAX_LEVELS:
+        raise ProtocolError("out_of_range", f"at most {MAX_LEVELS} levels, got {len(levels)}")
+    return tuple(levels)
+
+
+def parse_settings(data: Any) -> SketchSettings:
+    """Validate a settings object (missing fields take the defaults; unknown fields are refused)."""
+    if data is None:
+        return SketchSettings()
+    if not isinstance(data, Mapping):
+        raise ProtocolError("bad_request", "settings must be a JSON object")
+    unknown = sorted(set(data) - set(SETTINGS_FIELDS))
+    if unknown:
+        raise ProtocolError(
+            "unknown_field",
+            f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(SETTINGS_FIELDS)}",
+        )
+    defaults = SketchSettings()
+    out: dict[str, Any] = {}
+    out["levels"] = parse_levels(data.get("levels", list(defaults.levels)))
+    out["iterations"] = _require_int(
+        "iterations", data.get("iterations", defaults.iterations), MIN_ITERATIONS, MAX_ITERATIONS
+    )
+    out["seeds"] = _require_int("seeds", data.get("seeds", defaults.seeds), MIN_SEEDS, MAX_SEEDS)
+    width = data.get("width", defaults.width)
+    if isinstance(width, bool) or not isinstance(width, (int, float)):
+        raise ProtocolError("bad_request", f"width must be a number, got {width!r}")
+    if not MIN_WIDTH <= float(width) <= MAX_WIDTH:
+        raise ProtocolError(
+            "out_of_range", f"width must be between {MIN_WIDTH} and {MAX_WIDTH} px, got {width}"
+        )
+    out["width"] = float(width)
+    color = data.get("color", defaults.color)
+    if not isinstance(color, str) or not _HEX_COLOUR.match(color):
+        raise ProtocolError("bad_request", f"color must look like #rrggbb or #rrggbbaa, got {color!r}")
+    out["color"] = color.lower()
+    for name in ("loss_model", "saliency_model"):
+        model = data.get(name, getattr(defaults, name))
+        if not isinstance(model, str) or not _MODEL_NAME.match(model):
+            raise ProtocolError("bad_request", f"{name} must be a model name, got {model!r}")
+        out[name] = model
+    renderer = data.get("renderer", defaults.renderer)
+    if renderer not in RENDERERS:
+        raise ProtocolError(
+            "out_of_range", f"renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}"
+        )
+    out["renderer"] = renderer
+    remove_background = data.get("remove_background", defaults.remove_background)
+    if not isinstance(remove_background, bool):
+        raise ProtocolError("bad_request", "remove_background must be true or false")
+    out["remove_background"] = remove_background
+    out["seed"] = _require_int("seed", data.get("seed", defaults.seed), 0, MAX_SEED_VALUE)
+    return SketchSettings(**out)
+
+
+def decode_image_field(value: Any) -> bytes:
+    """The image bytes of a job request's base64 ``image`` field (a ``data:`` URI is accepted)."""
+    if not isinstance(value, str) or not value:
+        raise ProtocolError("bad_request", "image must be a non-empty base64 string")
+    if value.startswith("data:"):
+        head, _, value = value.partition(",")
+        if ";base64" not in head:
+            raise ProtocolError("bad_request", "an image data: URI must be base64-encoded")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("bad_request", "image is not valid base64") from None
+    if not data:
+        raise ProtocolError("bad_image", "the image is empty")
+    return data
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated ``POST /v1/jobs`` body."""
+
+    image: bytes
+    settings: SketchSettings = field(default_factory=SketchSettings)
+    name: str = ""
+
+
+JOB_REQUEST_FIELDS = ("image", "settings", "name")
+
+
+def build_job_request(image: bytes, settings: SketchSettings, name: str = "") -> dict[str, Any]:
+    """The JSON body a client sends to submit a job."""
+    return {
+        "image": base64.b64encode(image).decode("ascii"),
+        "settings": settings.to_json(),
+        "name": name,
+    }
+
+
+def parse_job_request(data: Any) -> JobRequest:
+    """Validate a decoded ``POST /v1/jobs`` JSON body."""
+    if not isinstance(data, Mapping):
+        raise ProtocolError("bad_request", "the request body must be a JSON object")
+    unknown = sorted(set(data) - set(JOB_REQUEST_FIELDS))
+    if unknown:
+        raise ProtocolError("unknown_field", f"unknown field(s): {', '.join(unknown)}")
+    if "image" not in data:
+        raise ProtocolError("bad_request", "the request has no image")
+    name = data.get("name", "")
+    if not isinstance(name, str) or len(name) > 256:
+        raise ProtocolError("bad_request", "name must be a string of at most 256 characters")
+    return JobRequest(
+        image=decode_image_field(data["image"]),
+        settings=parse_settings(data.get("settings")),
+        name=name,
+    )
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a job id (32 lowercase hex digits)."""
+    return bool(_JOB_ID.match(value))
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+def _expect(data: Any, key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(data, Mapping) or key not in data:
+        raise ProtocolError("bad_request", f"{where}: missing {key!r}")
+    value = data[key]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+        raise ProtocolError("bad_request", f"{where}: {key!r} has the wrong type")
+    return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def validate_submit_response(data: Any) -> dict[str, Any]:
+    """Check a ``202`` answer to ``POST /v1/jobs``: ``{id, state, queue_position}``."""
+    where = "submit response"
+    job_id = _expect(data, "id", str, where)
+    if not is_job_id(job_id):
+        raise ProtocolError("bad_request", f"{where}: malformed job id {job_id!r}")
+    if _expect(data, "state", str, where) not in JOB_STATES:
+        raise ProtocolError("bad_request", f"{where}: unknown state {data['state']!r}")
+    _expect(data, "queue_position", int, where)
+    return dict(data)
+
+
+def validate_status(data: Any) -> dict[str, Any]:
+    """Check a ``GET /v1/jobs/{id}`` answer.
+
+    Fields: id, state, queue_position, step, total, best_loss ({level: loss}), elapsed_s,
+    eta_s (null when unknown), error (null or ``{"error", "message"}``).
+    """
+    where = "job status"
+    validate_submit_response(data)
+    for key in ("step", "total"):
+        _expect(data, key, int, where)
+    best = _expect(data, "best_loss", dict, where)
+    for level, loss in best.items():
+        if not str(level).isdigit() or not isinstance(loss, (int, float)):
+            raise ProtocolError("bad_request", f"{where}: bad best_loss entry {level!r}")
+    _expect(data, "elapsed_s", (int, float), where)
+    if data.get("eta_s") is not None:
+        _expect(data, "eta_s", (int, float), where)
+    error = data.get("error")
+    if error is not None:
+        _expect(error, "error", str, where)
+        _expect(error, "message", str, where)
+    return dict(data)
+
+
+def validate_result(data: Any) -> dict[str, Any]:
+    """Check a ``GET /v1/jobs/{id}/result`` answer.
+
+    ``{"id", "image": {"width", "height"}, "levels": [{"strokes", "seed", "loss",
+    "paths": [{"points": [[x, y] x 4], "width", "color"}]}], "svg", "settings", "models",
+    "version"}``; points and widths are in the image's own pixels.
+    """
+    where = "job result"
+    _expect(data, "id", str, where)
+    image = _expect(data, "image", dict, where)
+    for key in ("width", "height"):
+        if _expect(image, key, int, where) <= 0:
+            raise ProtocolError("bad_request", f"{where}: image {key} must be positive")
+    levels = _expect(data, "levels", list, where)
+    if not levels:
+        raise ProtocolError("bad_request", f"{where}: no levels")
+    for level in levels:
+        strokes = _expect(level, "strokes", int, where)
+        _expect(level, "seed", int, where)
+        _expect(level, "loss", (int, float), where)
+        paths = _expect(level, "paths", list, where)
+        if len(paths) != strokes:
+            raise ProtocolError(
+                "bad_request", f"{where}: level {strokes} has {len(paths)} paths, not {strokes}"
+            )
+        for path in paths:
+            points = _expect(path, "points", list, where)
+            if len(points) != 4 or not all(
+                isinstance(p, list)
+                and len(p) == 2
+                and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p)
+                for p in points
+            ):
+                raise ProtocolError("bad_request", f"{where}: a path needs 4 [x, y] points")
+            _expect(path, "width", (int, float), where)
+            color = _expect(path, "color", str, where)
+            if not _HEX_COLOUR.match(color):
+                raise ProtocolError("bad_request", f"{where}: bad colour {color!r}")
+    _expect(data, "svg", str, where)
+    parse_settings(_expect(data, "settings", dict, where))
+    _expect(data, "models", dict, where)
+    _expect(data, "version", str, where)
+    return dict(data)
+
+
+def validate_health(data: Any) -> dict[str, Any]:
+    """Check a ``GET /v1/health`` answer: version, protocol, device, models_loaded, queue_length."""
+    where = "health"
+    _expect(data, "version", str, where)
+    _expect(data, "protocol", int, where)
+    _expect(data, "device", str, where)
+    _expect(data, "models_loaded", list, where)
+    _expect(data, "queue_length", int, where)
+    return dict(data)
+
+
+def parse_error(data: Any) -> ProtocolError | None:
+    """The :class:`ProtocolError` an error body describes, or None if it is not one."""
+    if not isinstance(data, Mapping):
+        return None
+    code, message = data.get("error"), data.get("message")
+    if not isinstance(code, str) or not isinstance(message, str):
+        return None
+    return ProtocolError(code if code in ERROR_STATUS else "internal", message)

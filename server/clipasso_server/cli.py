@@ -1,0 +1,66 @@
+"""The ``clipasso`` command: sketch, serve, install-extension, make-test-weights."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from clipasso_server import __version__
+from clipasso_server.engine.errors import EngineError
+
+#: subcommand -> (module under clipasso_server.commands, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "sketch": ("sketch", "sketch an image into a layered SVG (one layer per abstraction level)"),
+    "serve": ("serve", "run the local sketch daemon that the Inkscape extension talks to"),
+    "install-extension": (
+        "install_extension",
+        "install the Inkscape extension into your Inkscape profile, or build its zip",
+    ),
+    "make-test-weights": (
+        "make_test_weights",
+        "write the weights of the tiny random test models (for tests and smoke checks)",
+    ),
+}
+
+
+class CommandError(Exception):
+    """A subcommand's user-facing failure: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand's arguments."""
+    parser = argparse.ArgumentParser(
+        prog="clipasso",
+        description="CLIPasso line sketches of photos, as editable Inkscape layers.",
+    )
+    parser.add_argument("--version", action="version", version=f"clipasso {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(f"clipasso_server.commands.{module_name}")
+        sub_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (CommandError, EngineError) as exc:
+        print(f"clipasso {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"clipasso {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

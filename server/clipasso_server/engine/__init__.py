@@ -1,0 +1,1 @@
+"""The sketch engine: CLIPasso's optimisation in PyTorch. It knows nothing of HTTP."""

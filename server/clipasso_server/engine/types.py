@@ -1,0 +1,129 @@
+"""The engine's inputs and outputs: what to sketch, how far it got, and what came out.
+
+These are plain dataclasses with no torch in them, so the daemon and the CLI can hold, store
+and serialise them without touching the engine's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SketchConfig:
+    """Everything one sketch job needs to know; the defaults are the reference's.
+
+    The first ten fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
+    so ``SketchConfig(**settings.to_json())`` converts a validated request (levels may be a list
+    or tuple). ``width`` is the full stroke width in pixels of the ``canvas``-sized square.
+    """
+
+    levels: tuple[int, ...] = (4, 8, 16, 32)
+    iterations: int = 2000
+    seeds: int = 3
+    width: float = 3.0
+    color: str = "#000000"
+    loss_model: str = "RN101"
+    saliency_model: str = "ViT-B-32"
+    renderer: str = "auto"
+    remove_background: bool = False
+    seed: int = 0
+    # Engine-only knobs (not in the protocol):
+    canvas: int = 224
+    eval_every: int = 10
+    augmentations: int = 4
+    learning_rate: float = 1.0
+    #: stop a (level, seed) early once this many evaluations in a row bring no improvement;
+    #: None runs every iteration (the reference).
+    plateau_patience: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
+
+    def settings_json(self) -> dict[str, Any]:
+        """The user-facing settings (the protocol's fields), as plain JSON types."""
+        return {
+            "levels": list(self.levels),
+            "iterations": self.iterations,
+            "seeds": self.seeds,
+            "width": self.width,
+            "color": self.color,
+            "loss_model": self.loss_model,
+            "saliency_model": self.saliency_model,
+            "renderer": self.renderer,
+            "remove_background": self.remove_background,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Stroke:
+    """One open cubic Bézier stroke in the original image's pixel coordinates."""
+
+    points: tuple[tuple[float, float], ...]  # exactly 4 control points (x, y)
+    width: float  # full width, image pixels
+    color: str  # "#rrggbb" or "#rrggbbaa"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"points": [[x, y] for x, y in self.points], "width": self.width, "color": self.color}
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """The best sketch found for one abstraction level (over all seeds)."""
+
+    strokes: int
+    seed: int
+    loss: float
+    paths: tuple[Stroke, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strokes": self.strokes,
+            "seed": self.seed,
+            "loss": self.loss,
+            "paths": [p.to_json() for p in self.paths],
+        }
+
+
+@dataclass(frozen=True)
+class SketchResult:
+    """All levels of one job, with what is needed to reproduce it."""
+
+    image_width: int
+    image_height: int
+    levels: tuple[LevelResult, ...]
+    settings: dict[str, Any]
+    models: dict[str, str]  # {"loss": "RN101 <version>", "saliency": "ViT-B-32 <version>"}
+    version: str
+    device: str
+    steps_run: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The protocol's result fields except ``id`` and ``svg``."""
+        return {
+            "image": {"width": self.image_width, "height": self.image_height},
+            "levels": [level.to_json() for level in self.levels],
+            "settings": self.settings,
+            "models": self.models,
+            "version": self.version,
+            "device": self.device,
+            "steps_run": self.steps_run,
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running job stands; given to the progress callback after each step."""
+
+    step: int
+    total: int
+    best_loss: dict[int, float]  # level (stroke count) -> best evaluation loss so far
+    elapsed_s: float
+
+
+ProgressCallback = Callable[[Progress], None]
+StopCheck = Callable[[], bool]
