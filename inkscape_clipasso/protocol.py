@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 PROTOCOL_VERSION = 1
 API_PREFIX = "/v1"
@@ -175,7 +176,9 @@ def parse_settings(data: Any) -> SketchSettings:
     out["width"] = float(width)
     color = data.get("color", defaults.color)
     if not isinstance(color, str) or not _HEX_COLOUR.match(color):
-        raise ProtocolError("bad_request", f"color must look like #rrggbb or #rrggbbaa, got {color!r}")
+        raise ProtocolError(
+            "bad_request", f"color must look like #rrggbb or #rrggbbaa, got {color!r}"
+        )
     out["color"] = color.lower()
     for name in ("loss_model", "saliency_model"):
         model = data.get(name, getattr(defaults, name))

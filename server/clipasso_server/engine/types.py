@@ -67,7 +67,11 @@ class Stroke:
     color: str  # "#rrggbb" or "#rrggbbaa"
 
     def to_json(self) -> dict[str, Any]:
-        return {"points": [[x, y] for x, y in self.points], "width": self.width, "color": self.color}
+        return {
+            "points": [[x, y] for x, y in self.points],
+            "width": self.width,
+            "color": self.color,
+        }
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,78 @@
+# The project's single entry point. The README's two commands are `make demo` and `make test`;
+# each sets up what it needs (apt packages, a virtual environment, pip) and is fast the second time.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+INKEX_PIP := inkex==1.4.1
+# Debian's Inkscape 1.2.2 and its Python (inkex 1.2.0 needs lxml, numpy, cssselect, tinycss2 from apt),
+# Xvfb for headless extension runs, and pytest for the second test run under Inkscape's Python.
+APT_TEST_PACKAGES := inkscape xvfb xauth python3-lxml python3-numpy python3-cssselect \
+	python3-tinycss2 python3-scour python3-packaging python3-pytest
+INKSCAPE_PYTHON ?= /usr/bin/python3
+INKSCAPE_EXTENSIONS ?= /usr/share/inkscape/extensions
+DEMO_OUT ?= sample-sketch.svg
+DEMO_ARGS ?=
+
+.PHONY: help demo test lint format venv apt-test-deps clean
+
+help:
+	@echo "make demo   set up, then sketch the bundled sample image into $(DEMO_OUT)"
+	@echo "make test   set up (apt packages, venv), then lint and run the whole test suite"
+	@echo "make format format the code with ruff"
+
+# --- set-up ----------------------------------------------------------------------------------
+
+# The venv is rebuilt only when pyproject.toml changes (the stamp file records the last install).
+$(VENV)/.stamp-install: pyproject.toml
+	@if [ ! -x "$(VPY)" ]; then \
+		echo "make: creating the virtual environment $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv $(VENV) || { echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2; exit 1; }; \
+	fi
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e ".[test]"
+	@# inkex's PyGObject requirement needs GTK headers to build and only serves inkex.gui: skip it.
+	$(VPY) -m pip install --quiet --no-deps "$(INKEX_PIP)"
+	@touch $@
+
+venv: $(VENV)/.stamp-install
+
+apt-test-deps:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \
+		else echo "make: these Debian packages are needed and I am not root (and there is no sudo):$$missing" >&2; \
+		     echo "make: run as root: apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# --- the two README commands -----------------------------------------------------------------
+
+demo: venv
+	$(VENV)/bin/clipasso sketch sample -o $(DEMO_OUT) $(DEMO_ARGS)
+	@echo "make: wrote $(DEMO_OUT): open it in Inkscape (one layer per abstraction level)"
+
+test: apt-test-deps venv lint
+	@echo "== pytest (venv: torch, open_clip, inkex $(INKEX_PIP)) =="
+	$(VENV)/bin/python -m pytest
+	@echo "== pytest (Inkscape's Python $(INKSCAPE_PYTHON) with its bundled inkex) =="
+	cd tests/extension && CLIPASSO_PYTHON=$(abspath $(VPY)) PYTHONPATH=$(abspath .):$(INKSCAPE_EXTENSIONS) \
+		$(INKSCAPE_PYTHON) -m pytest -p no:cacheprovider -c /dev/null --rootdir=. .
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
