@@ -1,0 +1,464 @@
+"""CLIP visual towers through open_clip: the loss model, the saliency model, and their store.
+
+User-facing names (``RN101``, ``ViT-B-32``, ...) map to open_clip's QuickGELU configs, because
+OpenAI's weights were trained with QuickGELU and the plain configs silently give other outputs.
+Only the visual tower is kept; it is frozen and in eval mode, so a backward pass computes
+gradients for the input images only. Two tiny random models (``test-tiny-rn``,
+``test-tiny-vit``) share the real architectures and the real loading path, for tests and
+smoke checks; ``write_test_weights`` writes their files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clipasso_server.engine import weights
+from clipasso_server.engine.device import pick_device
+from clipasso_server.engine.errors import MissingWeightsError, SettingsError
+
+TEST_LOSS_MODEL = "test-tiny-rn"
+TEST_SALIENCY_MODEL = "test-tiny-vit"
+TEST_WEIGHTS_SEED = 20220501
+TEST_MODELS = (TEST_LOSS_MODEL, TEST_SALIENCY_MODEL)
+
+#: CLIP's image normalisation (OpenAI's dataset statistics)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+RESNET = "resnet"
+VIT = "vit"
+
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One supported model: its user-facing name, open_clip config and tower family."""
+
+    name: str
+    arch: str
+    kind: str
+    pretrained_tag: str | None = "openai"
+
+
+_SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("RN50", "RN50-quickgelu", RESNET),
+        ModelSpec("RN101", "RN101-quickgelu", RESNET),
+        ModelSpec("ViT-B-32", "ViT-B-32-quickgelu", VIT),
+        ModelSpec("ViT-B-16", "ViT-B-16-quickgelu", VIT),
+        ModelSpec("ViT-L-14", "ViT-L-14-quickgelu", VIT),
+        ModelSpec(TEST_LOSS_MODEL, TEST_LOSS_MODEL, RESNET, None),
+        ModelSpec(TEST_SALIENCY_MODEL, TEST_SALIENCY_MODEL, VIT, None),
+    )
+}
+
+
+def known_models() -> list[str]:
+    """Every user-facing model name accepted, loss (ResNet) and saliency (ViT) alike."""
+    return list(_SPECS)
+
+
+def known_loss_models() -> list[str]:
+    """The names accepted as ``loss_model`` (ResNet towers)."""
+    return [name for name, spec in _SPECS.items() if spec.kind == RESNET]
+
+
+def known_saliency_models() -> list[str]:
+    """The names accepted as ``saliency_model`` (ViT towers)."""
+    return [name for name, spec in _SPECS.items() if spec.kind == VIT]
+
+
+def model_spec(name: str, kind: str | None = None) -> ModelSpec:
+    """The spec of ``name``; SettingsError for unknown names or the wrong tower family."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise SettingsError(f"unknown model {name!r}; known models: {', '.join(known_models())}")
+    if kind is not None and spec.kind != kind:
+        role, names = (
+            ("loss model", known_loss_models())
+            if kind == RESNET
+            else ("saliency model", known_saliency_models())
+        )
+        raise SettingsError(f"{name!r} cannot be the {role}: use one of {', '.join(names)}")
+    return spec
+
+
+_config_lock = threading.Lock()
+_configs_registered = False
+
+
+def _register_test_configs() -> None:
+    """Tell open_clip about the tiny models' configs (once per process)."""
+    global _configs_registered
+    with _config_lock:
+        if not _configs_registered:
+            import open_clip
+
+            open_clip.add_model_config(_CONFIG_DIR)
+            _configs_registered = True
+
+
+def weight_request(spec: ModelSpec) -> weights.WeightRequest:
+    """Where ``spec``'s weights may be: file names, cache files, published hash, download."""
+    name = spec.name
+    if spec.pretrained_tag is None:
+        return weights.WeightRequest(
+            model=name,
+            file_names=(f"{name}.safetensors", f"{name}.bin"),
+            hint="Write the test models' weights with `clipasso make-test-weights DIR`.",
+        )
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec.arch, spec.pretrained_tag)
+    url: str = cfg["url"]
+    openai_file = url.rsplit("/", 1)[-1]
+    published = url.split("/")[-2]
+    repo = cfg["hf_hub"].strip("/")
+    hf_paths = [weights.hf_cached_file(repo, filename) for filename in _HF_FILES]
+    clip_paths = [d / openai_file for d in weights.clip_cache_dirs()]
+    return weights.WeightRequest(
+        model=name,
+        file_names=(
+            openai_file,
+            f"{name}.safetensors",
+            f"{name}.bin",
+            f"{name}.pth",
+            *(f"{name}/{filename}" for filename in _HF_FILES),
+        ),
+        cache_paths=(*(p for p in hf_paths if p is not None), *clip_paths),
+        published_sha256={openai_file: published},
+        download=lambda: _download_openai(repo, url),
+    )
+
+
+def _download_openai(repo: str, url: str) -> Path:
+    """Fetch OpenAI's weights: from the Hugging Face hub (safetensors), else OpenAI's URL.
+
+    Both land in the standard caches (the HF cache, ``~/.cache/clip``), where the next
+    resolution finds them without any network.
+    """
+    from open_clip.pretrained import download_pretrained_from_hf, download_pretrained_from_url
+
+    try:
+        return Path(download_pretrained_from_hf(repo))
+    except Exception as hf_error:
+        try:
+            return Path(download_pretrained_from_url(url))
+        except Exception as url_error:
+            raise RuntimeError(f"{hf_error}; then {url}: {url_error}") from url_error
+
+
+def load_visual(spec: ModelSpec, weight_file: weights.WeightFile) -> nn.Module:
+    """Build ``spec``'s open_clip model from ``weight_file`` and keep its visual tower, frozen.
+
+    TorchScript archives (OpenAI's ``.pt``) are only unpickled when their hash matched the
+    published one (``trusted_archive``); every other file is loaded with ``weights_only``.
+    """
+    import open_clip
+
+    _register_test_configs()
+    try:
+        model = open_clip.create_model(
+            spec.arch,
+            pretrained=str(weight_file.path),
+            weights_only=not weight_file.trusted_archive,
+            device="cpu",
+        )
+    except Exception as exc:
+        raise MissingWeightsError(
+            f"cannot load {weight_file.path} as the weights of model {spec.name} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    visual = model.visual
+    del model
+    visual.eval()
+    visual.requires_grad_(False)
+    return visual
+
+
+def _normalise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    return (images - mean) / std
+
+
+def _check_images(images: Tensor, size: int, who: str) -> None:
+    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
+        raise ValueError(f"{who} expects images [B,3,{size},{size}], got {list(images.shape)}")
+
+
+class LossModel:
+    """A frozen ModifiedResNet visual tower giving the geometric and semantic features.
+
+    ``features`` returns the layer2 and layer3 feature maps (the reference's geometric loss
+    layers; for RN101 [B,512,28,28] and [B,1024,14,14]) and the attention-pooled embedding
+    (not L2-normalised; RN101: [B,512]). On CUDA with bf16 support the forward runs under bf16
+    autocast with channels-last weights; outputs are always returned as float32.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        visual: nn.Module,
+        device: torch.device,
+        precision: str = "auto",
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.device = device
+        self.input_size = int(visual.image_size)
+        self.embed_dim = int(visual.output_dim)
+        self._autocast_dtype = _autocast_dtype(device, precision)
+        self._channels_last = device.type == "cuda"
+        visual = visual.to(device)
+        if self._channels_last:
+            visual = visual.to(memory_format=torch.channels_last)
+        self.visual = visual
+        self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+
+    def features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+        """images [B,3,224,224] RGB in [0,1] -> ([layer2, layer3], pooled embedding [B,D]).
+
+        Gradients flow to ``images`` (the weights are frozen).
+        """
+        _check_images(images, self.input_size, f"loss model {self.name}")
+        x = _normalise(images.to(self.device, torch.float32), self._mean, self._std)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        v = self.visual
+        context = (
+            torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+            if self._autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with context:
+            x = v.layer1(v.stem(x))
+            layer2 = v.layer2(x)
+            layer3 = v.layer3(layer2)
+            embedding = v.attnpool(v.layer4(layer3))
+        return [layer2.float(), layer3.float()], embedding.float()
+
+
+def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 autocast on CUDA GPUs that support it ("auto"), never on CPU/MPS."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise SettingsError(f"unknown precision {precision!r}: use 'auto', 'fp32' or 'bf16'")
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+class SaliencyModel:
+    """A frozen ViT visual tower whose class-token attention gives the saliency map."""
+
+    def __init__(self, name: str, version: str, visual: nn.Module, device: torch.device) -> None:
+        self.name = name
+        self.version = version
+        self.device = device
+        self.input_size = int(visual.image_size[0])
+        self.grid_size = int(visual.grid_size[0])
+        self.visual = visual.to(device)
+        self._blocks = list(visual.transformer.resblocks)
+        for block in self._blocks:
+            if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
+                raise SettingsError(f"{name}: its attention blocks are not supported")
+        self._batch_first = bool(getattr(visual.transformer, "batch_first", True))
+        self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def cls_attention(self, images: Tensor) -> Tensor:
+        """images [B,3,224,224] in [0,1] -> [B,g,g]: class-token attention to the patches.
+
+        Averaged over heads and over all blocks. Each row is the class token's softmax
+        restricted to the patch tokens, so a map sums to less than 1 (the rest is the class
+        token attending to itself). open_clip runs attention with ``need_weights=False``, so
+        the weights are recomputed here from each block's ``ln_1`` output (captured by hooks)
+        and its ``in_proj`` query/key projections.
+        """
+        _check_images(images, self.input_size, f"saliency model {self.name}")
+        x = _normalise(images.to(self.device, torch.float32), self._mean, self._std)
+        captured: list[Tensor] = []
+        hooks = [
+            block.ln_1.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            for block in self._blocks
+        ]
+        try:
+            self.visual(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        maps = [
+            self._block_cls_attention(
+                block, tokens if self._batch_first else tokens.transpose(0, 1)
+            )
+            for block, tokens in zip(self._blocks, captured, strict=True)
+        ]
+        attention = torch.stack(maps).mean(dim=0)
+        return attention.reshape(-1, self.grid_size, self.grid_size)
+
+    @staticmethod
+    def _block_cls_attention(block: nn.Module, tokens: Tensor) -> Tensor:
+        """tokens [B,L,D] (after ln_1) -> [B,L-1]: head-averaged class-token attention."""
+        attn: nn.MultiheadAttention = block.attn
+        batch, length, dim = tokens.shape
+        heads = attn.num_heads
+        head_dim = dim // heads
+        weight, bias = attn.in_proj_weight, attn.in_proj_bias
+        q_bias = bias[:dim] if bias is not None else None
+        k_bias = bias[dim : 2 * dim] if bias is not None else None
+        query = F.linear(tokens[:, :1], weight[:dim], q_bias)
+        key = F.linear(tokens, weight[dim : 2 * dim], k_bias)
+        query = query.view(batch, 1, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, length, heads, head_dim).transpose(1, 2)
+        logits = query @ key.transpose(-2, -1) / head_dim**0.5
+        return logits.softmax(dim=-1)[:, :, 0, 1:].mean(dim=1)
+
+
+class ModelStore:
+    """Loads each model once per process and keeps it (the daemon holds one for its lifetime).
+
+    Loading and weight resolution happen under one lock, so concurrent jobs asking for the
+    same model share one copy. ``weights_dir`` is the ``--clip-weights`` directory; the
+    ``$CLIPASSO_WEIGHTS`` directory and the standard caches are searched after it.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        weights_dir: str | Path | None = None,
+        allow_download: bool = True,
+        precision: str = "auto",
+    ) -> None:
+        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
+        self.weights_dir = Path(weights_dir).expanduser() if weights_dir else None
+        self.allow_download = allow_download
+        self.precision = precision
+        self._lock = threading.RLock()
+        self._files: dict[str, weights.WeightFile] = {}
+        self._versions: dict[str, str] = {}
+        self._loss: dict[str, LossModel] = {}
+        self._saliency: dict[str, SaliencyModel] = {}
+        self._background = None
+
+    def weight_file(self, name: str) -> weights.WeightFile:
+        """Resolve (once) the weight file of model ``name``; downloads only if allowed."""
+        spec = model_spec(name)
+        with self._lock:
+            if name not in self._files:
+                self._files[name] = weights.resolve(
+                    weight_request(spec), self.weights_dir, self.allow_download
+                )
+            return self._files[name]
+
+    def model_version(self, name: str) -> str:
+        """``sha256:<12 hex>`` of the model's weight file, without loading the model."""
+        with self._lock:
+            if name not in self._versions:
+                self._versions[name] = weights.file_version(self.weight_file(name).path)
+            return self._versions[name]
+
+    def loss_model(self, name: str) -> LossModel:
+        """The frozen ResNet loss model ``name``, loaded on first use."""
+        spec = model_spec(name, RESNET)
+        with self._lock:
+            if name not in self._loss:
+                visual = load_visual(spec, self.weight_file(name))
+                self._loss[name] = LossModel(
+                    name, self.model_version(name), visual, self.device, self.precision
+                )
+            return self._loss[name]
+
+    def saliency_model(self, name: str) -> SaliencyModel:
+        """The frozen ViT saliency model ``name``, loaded on first use."""
+        spec = model_spec(name, VIT)
+        with self._lock:
+            if name not in self._saliency:
+                visual = load_visual(spec, self.weight_file(name))
+                self._saliency[name] = SaliencyModel(
+                    name, self.model_version(name), visual, self.device
+                )
+            return self._saliency[name]
+
+    def background_mask(self, image: Tensor) -> Tensor:
+        """image [3,H,W] in [0,1] -> mask [1,H,W] in [0,1], 1 = foreground."""
+        from clipasso_server.engine import background
+
+        with self._lock:
+            if self._background is None:
+                self._background = background.load_background_model(
+                    self.device, self.weights_dir, self.allow_download
+                )
+            model = self._background
+        return model.mask(image)
+
+    def loaded(self) -> list[str]:
+        """The names of the models loaded so far (loss, saliency, then the background model)."""
+        with self._lock:
+            names = [*self._loss, *self._saliency]
+            if self._background is not None:
+                names.append(self._background.name)
+            return names
+
+    def describe(self, name: str) -> str:
+        """``"<name> sha256:<12 hex>"``, for results and logs."""
+        return f"{name} {self.model_version(name)}"
+
+
+def write_test_weights(directory: str | Path) -> list[Path]:
+    """Write the tiny test models' weights into ``directory``; same bytes on every run.
+
+    The files are open_clip checkpoint state dicts in safetensors format, named as the
+    resolver expects (``test-tiny-rn.safetensors``, ``test-tiny-vit.safetensors``).
+    """
+    import open_clip
+    from safetensors.torch import save_file
+
+    _register_test_configs()
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for offset, name in enumerate(TEST_MODELS):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TEST_WEIGHTS_SEED + offset)
+            model = open_clip.create_model(_SPECS[name].arch, device="cpu")
+            _randomise_batch_norms(model)
+        state = {
+            key: value.detach().clone().contiguous() for key, value in model.state_dict().items()
+        }
+        path = directory / f"{name}.safetensors"
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        save_file(state, str(partial), metadata={"format": "pt"})
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+        written.append(path)
+    return written
+
+
+@torch.no_grad()
+def _randomise_batch_norms(model: nn.Module) -> None:
+    """Give batch norms random affine parameters and statistics.
+
+    open_clip zero-initialises the last batch norm of every bottleneck, which would leave the
+    tiny ResNet's residual branches dead (no signal, no gradient); random values exercise the
+    whole architecture the way trained weights do.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_(0.0, 0.1)
+            module.running_mean.normal_(0.0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
