@@ -7,6 +7,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+
 from clipasso_server.cli import main
 from clipasso_server.engine.svg_output import INKSCAPE_NS, SVG_NS
 

@@ -9,9 +9,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from clipasso_server.engine.errors import BadImageError, ImageTooLargeError
 from clipasso_server.engine.image_input import decode_image, image_to_canvas, load_image_file
-from PIL import Image
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -16,6 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
+from open_clip.modified_resnet import ModifiedResNet  # noqa: E402
+from open_clip.transformer import VisionTransformer  # noqa: E402
+
 from clipasso_server.cli import main as cli_main  # noqa: E402
 from clipasso_server.engine import background, weights  # noqa: E402
 from clipasso_server.engine.clip_models import (  # noqa: E402
@@ -27,8 +30,6 @@ from clipasso_server.engine.clip_models import (  # noqa: E402
 )
 from clipasso_server.engine.device import pick_device  # noqa: E402
 from clipasso_server.engine.errors import MissingWeightsError, SettingsError  # noqa: E402
-from open_clip.modified_resnet import ModifiedResNet  # noqa: E402
-from open_clip.transformer import VisionTransformer  # noqa: E402
 
 TEST_FILES = (f"{TEST_LOSS_MODEL}.safetensors", f"{TEST_SALIENCY_MODEL}.safetensors")
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from clipasso_server.engine.errors import RendererUnavailableError, SettingsError
 from clipasso_server.engine.render import get_renderer, render_strokes
 

@@ -17,6 +17,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
+
 from clipasso_server import __version__  # noqa: E402
 from clipasso_server.engine.errors import Cancelled, SettingsError  # noqa: E402
 from clipasso_server.engine.losses import clip_loss  # noqa: E402
@@ -24,8 +27,6 @@ from clipasso_server.engine.render import get_renderer  # noqa: E402
 from clipasso_server.engine.saliency import initial_strokes  # noqa: E402
 from clipasso_server.engine.sketcher import optimise, parse_color, sketch  # noqa: E402
 from clipasso_server.engine.types import SketchConfig  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 IMAGE_SIZE = (180, 120)  # wide, so the canvas has white padding above and below
 STEPS = 10

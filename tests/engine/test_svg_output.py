@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+
 from clipasso_server.engine.svg_output import INKSCAPE_NS, SVG_NS, read_metadata, result_to_svg
 from clipasso_server.engine.types import LevelResult, SketchResult, Stroke
 

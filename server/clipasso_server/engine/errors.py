@@ -1,4 +1,4 @@
-"""Errors the engine raises for things a user can fix; callers show the message, never a traceback."""
+"""Errors the engine raises for things a user can fix; callers show the message, not a traceback."""
 
 from __future__ import annotations
 
@@ -46,5 +46,5 @@ class RendererUnavailableError(EngineError):
     code = "out_of_range"
 
 
-class Cancelled(Exception):
+class Cancelled(Exception):  # noqa: N818 (a signal, not an error)
     """Raised inside the optimisation loop when the caller's cancellation check says stop."""
