@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from clipasso_server.engine.clip_models import LossModel, ModelStore, write_test_weights
 from clipasso_server.engine.render import get_renderer
 from clipasso_server.engine.sketcher import optimise, parse_color, start_points
