@@ -67,6 +67,7 @@ ERROR_STATUS: dict[str, int] = {
     "unsupported_media_type": 415,
     "queue_full": 429,
     "shutting_down": 503,
+    "missing_weights": 503,
     "internal": 500,
 }
 

@@ -1,3 +1,3 @@
-"""The CLIPasso sketch daemon and engine: turns a photo into line sketches at several abstraction levels."""
+"""The CLIPasso sketch daemon and engine: photos to line sketches at several abstraction levels."""
 
 __version__ = "0.1.0"

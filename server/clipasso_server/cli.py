@@ -63,4 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, so that subcommands and this entry point share one
+    # CommandError class (as ``__main__`` this file would define a second one).
+    from clipasso_server.cli import main as package_main
+
+    sys.exit(package_main())

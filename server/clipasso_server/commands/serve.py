@@ -1,16 +1,140 @@
-"""Placeholder: this subcommand arrives with its issue."""
+"""Run the local sketch daemon that the Inkscape extension talks to.
+
+It keeps the CLIP models loaded and runs one job at a time on the GPU (or the CPU). It listens
+on loopback by default; listening anywhere else needs --token, and every request must then
+carry 'Authorization: Bearer TOKEN'. Jobs and results live under the state dir and survive a
+restart. SIGINT or SIGTERM stops it cleanly (exit status 0).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+from inkscape_clipasso import protocol
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    """The daemon's options; the defaults live in ``clipasso_server.daemon.config``."""
+    from clipasso_server.daemon import config as cfg
+
+    parser.add_argument(
+        "--host",
+        default=protocol.DEFAULT_HOST,
+        help="address to listen on (default: %(default)s; anything but loopback needs --token)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=protocol.DEFAULT_PORT,
+        help="port (default: %(default)s; 0 picks a free one and prints it)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:N or mps (default: %(default)s: CUDA when present)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where jobs and results are kept (default: $XDG_STATE_HOME/clipasso, "
+        "else ~/.local/state/clipasso)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CLIPASSO_TOKEN") or None,
+        help="require 'Authorization: Bearer TOKEN' on every request (default: "
+        "$CLIPASSO_TOKEN, which, unlike the command line, other users cannot see in ps)",
+    )
+    parser.add_argument(
+        "--clip-weights",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder holding CLIP weight files (searched before the standard caches)",
+    )
+    parser.add_argument(
+        "--download",
+        dest="allow_download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download missing CLIP weights on first use (default: yes)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=cfg.DEFAULT_MAX_QUEUE,
+        metavar="N",
+        help="jobs that may wait behind the running one; more get 429 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--abandon-after",
+        type=float,
+        default=cfg.DEFAULT_ABANDON_AFTER_S,
+        metavar="SECONDS",
+        help="cancel a queued or running job nobody has polled for this long "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=cfg.DEFAULT_MAX_BODY_MB,
+        metavar="MB",
+        help="largest request body accepted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=cfg.DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="largest image accepted, in pixels (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not implemented yet."""
-    from clipasso_server.cli import CommandError
+    """Check the options, start the daemon, print its URL, serve until a signal."""
+    import asyncio
 
-    raise CommandError("not implemented yet")
+    from clipasso_server.daemon.config import ConfigError, DaemonConfig, check_config
+
+    config = DaemonConfig(
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        state_dir=args.state_dir,
+        token=args.token,
+        clip_weights=args.clip_weights,
+        allow_download=args.allow_download,
+        max_queue=args.max_queue,
+        abandon_after_s=args.abandon_after,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+    )
+    try:
+        check_config(config)  # before torch is imported: a refusal is instant
+    except ConfigError as exc:
+        # printed here rather than raised as CommandError, so that the one-line refusal and
+        # exit status 2 hold however the command is started (`python -m clipasso_server.cli`
+        # has its own copy of CommandError)
+        print(f"clipasso serve: error: {exc}", file=sys.stderr)
+        return 2
+
+    from clipasso_server.daemon.service import serve, setup_logging
+
+    setup_logging()
+
+    def ready(daemon) -> None:
+        print(
+            f"clipasso serve: listening on {daemon.url} (device {daemon.engine.device}, "
+            f"state {daemon.state_dir})",
+            flush=True,
+        )
+
+    try:
+        return asyncio.run(serve(config, ready))
+    except OSError as exc:
+        print(f"clipasso serve: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,222 @@
+"""Does polling slow the daemon down? A running job's step time with and without status polls.
+
+Starts a real ``clipasso serve`` process, runs identical jobs (different seeds, so the cache
+does not answer) alternately quiet (one status poll per second, what any client does) and
+under a poller hitting ``GET /v1/jobs/{id}`` ``--poll-rate`` times per second (default 50), and
+compares the daemon's own measured mean step time (``step_time_s`` in the job status). Issue
+target: polling slows the job by less than 5 %. Also reports the latency of the polls.
+
+    python bench/daemon.py [--device auto|cpu|cuda] [--iterations 100] [--repeats 3]
+                           [--levels 4,8,16,32] [--seeds 3] [--poll-rate 50]
+                           [--clip-weights DIR --loss-model RN101 --saliency-model ViT-B-32]
+                           [--out bench/results/daemon.json] [--quick]
+
+Without --clip-weights it uses the tiny test models (their weights are written first).
+--quick is a smoke run (2 levels, 1 seed, 20 iterations, 1 repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+TARGET_SLOWDOWN_PCT = 5.0
+
+
+def _png() -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (256, 192), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 30, 216, 162), fill=(40, 40, 40))
+    draw.rectangle((100, 70, 156, 120), fill=(220, 220, 220))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, json.loads(response.read())
+
+
+class Poller(threading.Thread):
+    """GETs one job's status ``rate`` times per second; records each request's latency."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.interval = url, 1.0 / rate
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        next_at = time.perf_counter()
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            _call(self.url)
+            self.latencies.append(time.perf_counter() - started)
+            next_at += self.interval
+            self.stop.wait(max(0.0, next_at - time.perf_counter()))
+
+
+def run_job(base: str, image: bytes, settings: dict, poll_rate: float | None) -> dict[str, Any]:
+    """Submit, wait for the end (polling as asked), return the final status and poll stats."""
+    status, submitted = _call(
+        f"{base}/v1/jobs",
+        "POST",
+        {"image": base64.b64encode(image).decode(), "settings": settings},
+    )
+    if status != 202:
+        raise RuntimeError(f"submission answered {status}: {submitted}")
+    job_url = f"{base}/v1/jobs/{submitted['id']}"
+    poller = Poller(job_url, poll_rate) if poll_rate else None
+    if poller:
+        poller.start()
+    started = time.perf_counter()
+    while True:
+        _, state = _call(job_url)
+        if state["state"] not in ("queued", "running"):
+            break
+        time.sleep(1.0)
+    wall = time.perf_counter() - started
+    if poller:
+        poller.stop.set()
+        poller.join()
+    if state["state"] != "done":
+        raise RuntimeError(f"job ended {state['state']}: {state.get('error')}")
+    latencies = sorted(poller.latencies) if poller else []
+    return {
+        "step_ms": state["step_time_s"] * 1000,
+        "steps": state["step"],
+        "wall_s": wall,
+        "polls": len(latencies),
+        "poll_rate": len(latencies) / wall if latencies else 0.0,
+        "poll_p50_ms": statistics.median(latencies) * 1000 if latencies else None,
+        "poll_p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else None,
+    }
+
+
+def start_daemon(args: argparse.Namespace, weights: Path, state: Path) -> tuple[Any, str]:
+    command = [
+        sys.executable, "-m", "clipasso_server.cli", "serve", "--port", "0",
+        "--device", args.device, "--state-dir", str(state), "--clip-weights", str(weights),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"the daemon did not start: {line!r}")
+    return process, match.group(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--levels", default="4,8,16,32")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--poll-rate", type=float, default=50.0)
+    parser.add_argument("--clip-weights", type=Path, default=None)
+    parser.add_argument("--loss-model", default="test-tiny-rn")
+    parser.add_argument("--saliency-model", default="test-tiny-vit")
+    parser.add_argument("--out", default="bench/results/daemon.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.levels, args.seeds, args.iterations, args.repeats = "2,4", 1, 20, 1
+
+    with tempfile.TemporaryDirectory(prefix="clipasso-bench-") as temp:
+        weights = args.clip_weights
+        if weights is None:
+            from clipasso_server.engine.clip_models import write_test_weights
+
+            weights = Path(temp) / "weights"
+            write_test_weights(weights)
+        process, base = start_daemon(args, weights, Path(temp) / "state")
+        try:
+            _, health = _call(f"{base}/v1/health")
+            image = _png()
+            settings = {
+                "levels": [int(v) for v in args.levels.split(",")],
+                "seeds": args.seeds,
+                "iterations": args.iterations,
+                "loss_model": args.loss_model,
+                "saliency_model": args.saliency_model,
+            }
+            # warm-up: loads the models; not measured
+            run_job(base, image, {**settings, "iterations": 3, "seed": 999}, None)
+            rows: list[dict[str, Any]] = []
+            seed = 0
+            for repeat in range(args.repeats):
+                # alternate the order so that drift (heat, other load) does not favour one side
+                order = (None, args.poll_rate) if repeat % 2 == 0 else (args.poll_rate, None)
+                for rate in order:
+                    seed += 1
+                    row = run_job(base, image, {**settings, "seed": seed}, rate)
+                    rows.append({"repeat": repeat, "poll_rate_asked": rate or 1.0, **row})
+        finally:
+            process.terminate()
+            process.wait(60)
+
+    quiet = [r["step_ms"] for r in rows if r["poll_rate_asked"] == 1.0]
+    polled = [r["step_ms"] for r in rows if r["poll_rate_asked"] != 1.0]
+    quiet_ms, polled_ms = statistics.median(quiet), statistics.median(polled)
+    slowdown = (polled_ms / quiet_ms - 1.0) * 100.0
+    polled_rows = [r for r in rows if r["polls"]]
+
+    print(f"device {health['device']}, models {args.loss_model} + {args.saliency_model}, "
+          f"levels {args.levels} x {args.seeds} seeds, {args.iterations} iterations")  # fmt: skip
+    print(f"{'repeat':>6} {'polls/s':>8} {'step ms':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        p50 = f"{r['poll_p50_ms']:.2f}" if r["poll_p50_ms"] is not None else "-"
+        p99 = f"{r['poll_p99_ms']:.2f}" if r["poll_p99_ms"] is not None else "-"
+        rate = r["poll_rate"] if r["polls"] else 1.0
+        print(f"{r['repeat']:>6} {rate:>8.1f} {r['step_ms']:>9.2f} {p50:>8} {p99:>8}")
+    verdict = "ok" if slowdown < TARGET_SLOWDOWN_PCT else "OVER TARGET"
+    print(f"median step: quiet {quiet_ms:.2f} ms, polled {polled_ms:.2f} ms -> "
+          f"{slowdown:+.1f} % (target < {TARGET_SLOWDOWN_PCT:.0f} %: {verdict})")  # fmt: skip
+
+    report = {
+        "benchmark": "daemon",
+        "python": platform.python_version(),
+        "device": health["device"],
+        "settings": settings,
+        "poll_rate": args.poll_rate,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "target_slowdown_pct": TARGET_SLOWDOWN_PCT,
+        "quiet_step_ms": quiet_ms,
+        "polled_step_ms": polled_ms,
+        "slowdown_pct": slowdown,
+        "poll_p50_ms": statistics.median(r["poll_p50_ms"] for r in polled_rows),
+        "poll_p99_ms": max(r["poll_p99_ms"] for r in polled_rows),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The daemon's settings and the start-up checks that must pass before anything is bound.
+
+Standard library only, so ``clipasso serve`` can refuse a bad command line (an exposed port
+without a token, say) at once, before torch is imported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from inkscape_clipasso import protocol
+
+DEFAULT_MAX_QUEUE = 16
+DEFAULT_ABANDON_AFTER_S = 60.0
+DEFAULT_MAX_BODY_MB = 50
+#: the engine's decompression-bomb cap (``engine.image_input.DEFAULT_MAX_PIXELS``)
+DEFAULT_MAX_PIXELS = 50_000_000
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class ConfigError(ValueError):
+    """A daemon setting that cannot work; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything ``clipasso serve`` can be told; the defaults are the documented ones."""
+
+    host: str = protocol.DEFAULT_HOST
+    port: int = protocol.DEFAULT_PORT
+    device: str = "auto"
+    state_dir: Path | None = None  # None: $XDG_STATE_HOME/clipasso
+    token: str | None = None
+    clip_weights: Path | None = None
+    allow_download: bool = True
+    max_queue: int = DEFAULT_MAX_QUEUE
+    abandon_after_s: float = DEFAULT_ABANDON_AFTER_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: how long shutdown waits for the running job to stop before giving up on it
+    shutdown_grace_s: float = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1 or localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(config: DaemonConfig) -> None:
+    """Raise ConfigError for settings the daemon must not start with."""
+    if not is_loopback(config.host) and not config.token:
+        raise ConfigError(
+            f"refusing to listen on {config.host!r} without a token: anyone who can reach it "
+            "could use this machine's GPU; pass --token TOKEN (clients send "
+            "'Authorization: Bearer TOKEN') or listen on 127.0.0.1"
+        )
+    if config.token is not None and (not config.token or config.token != config.token.strip()):
+        raise ConfigError("the token must not be empty or start or end with spaces")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, got {config.port}")
+    if config.max_queue < 1:
+        raise ConfigError(f"--max-queue must be at least 1, got {config.max_queue}")
+    if config.abandon_after_s <= 0:
+        raise ConfigError(f"--abandon-after must be positive, got {config.abandon_after_s}")
+    if config.max_body_bytes < 1024:
+        raise ConfigError("--max-body-mb is too small to carry an image")
+    if config.max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be positive, got {config.max_pixels}")

@@ -1,0 +1,141 @@
+"""Start-up and shutdown: wires the store, the queue, the engine and the HTTP app together.
+
+:class:`Daemon` is used both by ``clipasso serve`` (through :func:`serve`, which adds the
+signal handling) and in-process by the tests. Shutdown order matters: first refuse new jobs
+(503), then interrupt the queued and running jobs and persist them, and only then close the
+listening socket, so clients polling during the shutdown still see their job's final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from clipasso_server.daemon.config import DaemonConfig, check_config
+from clipasso_server.daemon.engine_bridge import EngineBridge
+from clipasso_server.daemon.http_routes import DaemonContext, make_app
+from clipasso_server.daemon.job_queue import JobQueue
+from clipasso_server.daemon.job_store import JobStore, default_state_dir
+from clipasso_server.engine.clip_models import ModelStore
+
+log = logging.getLogger("clipasso.daemon")
+
+
+class Daemon:
+    """One running daemon: ``await start()`` binds and returns the URL, ``await stop()`` ends it.
+
+    ``models`` lets a caller share an already built ModelStore (the tests do, so the tiny
+    models load once per session); otherwise one is built from the config.
+    """
+
+    def __init__(self, config: DaemonConfig, models: ModelStore | None = None) -> None:
+        check_config(config)
+        self.config = config
+        self.state_dir = Path(config.state_dir or default_state_dir()).expanduser()
+        self.models = models or ModelStore(
+            device=config.device,
+            weights_dir=config.clip_weights,
+            allow_download=config.allow_download,
+        )
+        self.store = JobStore(self.state_dir)
+        self.engine = EngineBridge(self.models, config.max_pixels)
+        self.queue = JobQueue(self.store, self.engine.run, config.max_queue)
+        self.context = DaemonContext(
+            queue=self.queue,
+            store=self.store,
+            engine=self.engine,
+            token=config.token,
+            max_body_bytes=config.max_body_bytes,
+        )
+        self.url = ""
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._watchdog: asyncio.Task | None = None
+
+    async def start(self) -> str:
+        """Restore the jobs on disk, start the worker, bind; the URL it listens on."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.queue.restore)
+        self.queue.start()
+        self._runner = web.AppRunner(
+            make_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self.queue.shutdown(0)
+            where = f"{self.config.host}:{self.config.port}"
+            raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        self.port = int(self._runner.addresses[0][1])
+        host = self.config.host
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}"
+        self._watchdog = asyncio.create_task(self._watch_abandoned())
+        return self.url
+
+    async def stop(self) -> None:
+        """Refuse new jobs, interrupt and persist the unfinished ones, close the socket."""
+        self.context.closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.queue.shutdown, self.config.shutdown_grace_s)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _watch_abandoned(self) -> None:
+        """Cancel jobs nobody polls any more (Inkscape kills the extension on Cancel)."""
+        after = self.config.abandon_after_s
+        interval = min(1.0, after / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(None, self.queue.cancel_abandoned, after)
+            except Exception:
+                log.exception("the abandoned-job watchdog failed")
+
+
+def setup_logging() -> None:
+    """One line per job event on stderr, prefixed so it reads well among other output."""
+    logger = logging.getLogger("clipasso.daemon")
+    if not any(getattr(h, "_clipasso", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("clipasso serve: %(message)s"))
+        handler._clipasso = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+async def serve(config: DaemonConfig, ready: Callable[[Daemon], None] | None = None) -> int:
+    """Run a daemon until SIGINT or SIGTERM, then shut it down gracefully; exit status 0."""
+    daemon = Daemon(config)
+    await daemon.start()
+    if ready is not None:
+        ready(daemon)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: no new jobs; interrupting unfinished ones")
+        await daemon.stop()
+        log.info("stopped")
+    return 0

@@ -1,0 +1,67 @@
+"""Daemon fixtures: in-process daemons on loopback sockets and real `clipasso serve` processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("aiohttp")
+
+from daemon_helpers import Client, DaemonThread, ServeProcess
+
+
+@pytest.fixture
+def start_daemon(tmp_path, model_store):
+    """Factory: ``start_daemon(**config) -> (Client, Daemon)``; stopped after the test."""
+    from clipasso_server.daemon.config import DaemonConfig
+
+    running = []
+
+    def start(**overrides: Any):
+        options = {"port": 0, "device": "cpu", "state_dir": tmp_path / f"state-{len(running)}"}
+        options.update(overrides)
+        thread = DaemonThread(DaemonConfig(**options), model_store)
+        url = thread.start()
+        running.append(thread)
+        host = options.get("host", "127.0.0.1")
+        if host in ("0.0.0.0", "::"):
+            url = f"http://127.0.0.1:{thread.daemon.port}"
+        return Client(url, overrides.get("token")), thread.daemon
+
+    yield start
+    for thread in running:
+        thread.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory, model_store):
+    """One daemon for the tests that do not need their own settings (2 MB body cap)."""
+    from clipasso_server.daemon.config import DaemonConfig
+
+    config = DaemonConfig(
+        port=0,
+        device="cpu",
+        state_dir=tmp_path_factory.mktemp("shared-state"),
+        max_body_bytes=2 * 1024 * 1024,
+    )
+    thread = DaemonThread(config, model_store)
+    url = thread.start()
+    yield Client(url), thread.daemon
+    thread.stop()
+
+
+@pytest.fixture
+def serve_process():
+    """Factory: ``serve_process(args) -> ServeProcess`` (not yet ready); killed if left."""
+    started: list[ServeProcess] = []
+
+    def start(args: list[str]) -> ServeProcess:
+        process = ServeProcess(args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
