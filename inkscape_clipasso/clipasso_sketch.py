@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Extensions > CLIPasso > Sketch: line sketches of the selected images as new layers.
+
+Inkscape runs this file as a script from the extension's folder, with its own Python (inkex,
+lxml and the standard library only). Each selected bitmap goes to the local CLIPasso daemon;
+the strokes come back in the bitmap's pixels and are laid exactly over the image. Every failure
+is an AbortExtension, so Inkscape shows the message and keeps the document as it was. Nothing
+is written to stdout (it carries the document) nor, on success, to stderr (which would open a
+dialog that blocks batch runs) -- except the note about ignored non-image objects.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file: make the folder holding the inkscape_clipasso package importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import inkex
+
+from inkscape_clipasso import protocol
+from inkscape_clipasso.bitmap_size import bitmap_size
+from inkscape_clipasso.daemon_client import DaemonClient, DaemonError, run_jobs
+from inkscape_clipasso.images import (
+    ImageError,
+    SourceImage,
+    display_name,
+    read_image,
+    split_selection,
+)
+from inkscape_clipasso.layers import LayerOptions, build_sketch_layer, visible_levels
+from inkscape_clipasso.placement import place_image
+
+#: Longest single HTTP request; the overall deadline is the user's timeout.
+REQUEST_TIMEOUT_S = 30.0
+SELECT_HINT = (
+    "Select one or more bitmap images (an imported photo: File > Import, then click it) "
+    "and run Extensions > CLIPasso > Sketch again."
+)
+
+
+def colour_hex(colour: inkex.Color) -> str:
+    """``#rrggbb``, or ``#rrggbbaa`` when the colour is not opaque."""
+    red, green, blue = (int(channel) for channel in colour.to_rgb())
+    alpha = float(getattr(colour, "alpha", 1.0))
+    text = f"#{red:02x}{green:02x}{blue:02x}"
+    return text if alpha >= 1.0 else f"{text}{round(alpha * 255):02x}"
+
+
+class ClipassoSketch(inkex.EffectExtension):
+    """The effect; its arguments mirror extension.inx one for one."""
+
+    def add_arguments(self, pars) -> None:
+        pars.add_argument("--tab", default="sketch", help="the notebook page (unused)")
+        # Sketch
+        pars.add_argument("--levels", default="4,8,16,32", help="stroke counts, one layer each")
+        pars.add_argument("--iterations", type=int, default=2000)
+        pars.add_argument("--seeds", type=int, default=3, help="tries per level, best kept")
+        pars.add_argument("--seed", type=int, default=0, help="random seed")
+        pars.add_argument("--width_mode", default="reference", choices=("reference", "document"))
+        pars.add_argument("--width", type=float, default=0.5, help="in document units")
+        pars.add_argument("--color", type=inkex.Color, default=inkex.Color("#000000"))
+        pars.add_argument("--remove_background", type=inkex.Boolean, default=False)
+        # Daemon
+        pars.add_argument("--url", default=protocol.DEFAULT_URL)
+        pars.add_argument("--token", default="")
+        pars.add_argument("--timeout", type=int, default=3600, help="overall limit in seconds")
+        pars.add_argument("--loss_model", default=protocol.DEFAULT_LOSS_MODEL)
+        pars.add_argument("--saliency_model", default=protocol.DEFAULT_SALIENCY_MODEL)
+        # Output
+        pars.add_argument("--visible_level", default="most")
+        pars.add_argument("--lock_photo", type=inkex.Boolean, default=False)
+        pars.add_argument("--hide_photo", type=inkex.Boolean, default=False)
+
+    def effect(self) -> None:
+        elements, others = split_selection(list(self.svg.selection.values()))
+        if not elements:
+            raise inkex.AbortExtension(
+                SELECT_HINT
+                if not others
+                else f"None of the selected objects is an image. {SELECT_HINT}"
+            )
+        try:
+            settings = self._settings()
+            levels = settings.levels
+            visible_levels(levels, self.options.visible_level)
+            sources = [
+                read_image(element, self.options.input_file, os.environ.get("DOCUMENT_PATH"))
+                for element in elements
+            ]
+            client = DaemonClient(self.options.url, self.options.token, REQUEST_TIMEOUT_S)
+            bodies = [
+                protocol.build_job_request(
+                    source.data, self._job_settings(settings, source), source.name
+                )
+                for source in sources
+            ]
+            results = run_jobs(client, bodies, float(self.options.timeout))
+        except (protocol.ProtocolError, ValueError, ImageError, DaemonError) as exc:
+            raise inkex.AbortExtension(str(exc)) from None
+        self._insert(sources, results)
+        if others:
+            names = ", ".join(display_name(element) for element in others)
+            self.msg(f"CLIPasso sketched only the selected images; ignored: {names}.")
+
+    def _settings(self) -> protocol.SketchSettings:
+        """The dialog's values, validated by the shared protocol (errors name the field)."""
+        options = self.options
+        return protocol.parse_settings(
+            {
+                "levels": protocol.parse_levels(options.levels),
+                "iterations": options.iterations,
+                "seeds": options.seeds,
+                "seed": options.seed,
+                "color": colour_hex(options.color),
+                "remove_background": bool(options.remove_background),
+                "loss_model": options.loss_model.strip(),
+                "saliency_model": options.saliency_model.strip(),
+            }
+        )
+
+    def _output_width(self) -> float | None:
+        """The stroke width in root user units, or None for "as the reference"."""
+        if self.options.width_mode != "document":
+            return None
+        if self.options.width <= 0:
+            raise ValueError("the stroke width must be more than 0")
+        unit = self.svg.document_unit
+        return float(self.svg.viewport_to_unit(f"{self.options.width}{unit}"))
+
+    def _job_settings(
+        self, settings: protocol.SketchSettings, source: SourceImage
+    ) -> protocol.SketchSettings:
+        """``settings`` with the canvas stroke width that gives the chosen document width.
+
+        The canvas holds the whole bitmap scaled to fit 224 px, so one canvas pixel is
+        max(W, H) / 224 bitmap pixels; the bitmap's size comes from its header. When it cannot
+        be read, the reference's width is used for the optimisation and the chosen width still
+        applies to the output paths.
+        """
+        width = self._output_width()
+        size = bitmap_size(source.data)
+        if width is None or size is None or min(size) <= 0:
+            return settings
+        scale = place_image(source.element, *size).linear_scale
+        if scale <= 0:
+            return settings
+        canvas = width / scale / (max(size) / protocol.CANVAS_SIZE)
+        canvas = min(max(canvas, protocol.MIN_WIDTH), protocol.MAX_WIDTH)
+        return protocol.parse_settings({**settings.to_json(), "width": round(canvas, 4)})
+
+    def _insert(self, sources: list[SourceImage], results: list[dict]) -> None:
+        """Build every layer first, then add them all: a failure leaves the document alone."""
+        taken = {str(value) for value in self.svg.xpath("//@id")}
+        layer_options = LayerOptions(self._output_width(), self.options.visible_level)
+        built = []
+        for source, result in zip(sources, results, strict=True):
+            placement = place_image(
+                source.element, result["image"]["width"], result["image"]["height"]
+            )
+            built.append(
+                build_sketch_layer(
+                    source.element, source.name, placement, result, layer_options, taken
+                )
+            )
+        for layer, defs in built:
+            for definition in defs:
+                self.svg.defs.append(definition)
+            self.svg.append(layer)
+        for source in sources:
+            if self.options.lock_photo:
+                source.element.set("sodipodi:insensitive", "true")
+            if self.options.hide_photo:
+                source.element.style["display"] = "none"
+
+
+def main() -> None:
+    """Run the effect on the command line Inkscape gives."""
+    ClipassoSketch().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Fixtures for the extension's tests; they run under the venv (inkex 1.4) and under
+Inkscape's own Python (inkex 1.2, no torch), so nothing here imports torch or the daemon."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# Under Inkscape's Python the project is not installed: import it from the checkout.
+for folder in (REPO, REPO / "server"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from fake_daemon import FakeDaemon, FakeDaemonServer  # noqa: E402
+
+
+@pytest.fixture
+def fake_daemon():
+    """A protocol-speaking daemon on 127.0.0.1 whose answers the test controls."""
+    with FakeDaemonServer(FakeDaemon()) as fake:
+        yield fake
+
+
+def pytest_configure(config):
+    """Register the markers here too: Inkscape's Python runs this folder without pyproject."""
+    config.addinivalue_line("markers", "inkscape: runs the real Inkscape under xvfb-run")
+    config.addinivalue_line("markers", "slow: longer end-to-end runs")

@@ -1,0 +1,228 @@
+"""End to end with the real programs: the real daemon (tiny test models) on loopback, the real
+Inkscape 1.2 running the installed extension headless, then Inkscape's own PNG export.
+
+The daemon runs in the project's venv (CLIPASSO_PYTHON, default .venv/bin/python), because
+these tests also run under Inkscape's Python, which has no torch. The strokes come from a
+real, short optimisation, so their exact positions are unknown; what must hold is that they lie
+over their image (within the reach of the start strokes' random spread) and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from ext_helpers import (
+    INKSCAPE_NS,
+    REPO,
+    by_id,
+    data_uri,
+    make_png,
+    matmul,
+    path_points,
+    rotate,
+    translate,
+)
+from inkscape_runner import export_png, missing_programs, read_png, write_preferences
+from inkscape_runner import run_extension as run_inkscape
+from lxml import etree
+
+pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
+
+PYTHON = os.environ.get("CLIPASSO_PYTHON") or str(REPO / ".venv" / "bin" / "python")
+PIXELS = 48  # square bitmaps: the canvas has no padding, so strokes start inside the image
+#: How far a stroke may reach past its image, in bitmap pixels: the start strokes' control
+#: points are spread 0.05 x canvas around a point of the image, and a few steps move them a
+#: pixel or so each, plus half the stroke width.
+MARGIN = 0.15 * PIXELS
+LEVELS = (2, 4)
+
+# img1: embedded, rotated, in a translated layer; img2: linked, at the root.
+IMG1_BOX = (20.0, 30.0, 60.0, 60.0)
+IMG2_BOX = (120.0, 40.0, 50.0, 50.0)
+IMG1_MATRIX = matmul(translate(10, 5), rotate(10))
+IMG2_MATRIX = translate(0, 0)
+
+
+def _skip_reason() -> str | None:
+    reason = missing_programs()
+    if reason:
+        return reason
+    if not Path(PYTHON).is_file():
+        return f"no project Python at {PYTHON} for the daemon (set CLIPASSO_PYTHON)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """`clipasso serve` on a free loopback port, with the tiny test models' weights."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("daemon")
+    weights = root / "weights"
+    cli = [PYTHON, "-m", "clipasso_server.cli"]
+    subprocess.run(
+        [*cli, "make-test-weights", str(weights)], check=True, capture_output=True, timeout=120
+    )
+    process = subprocess.Popen(
+        [
+            *cli,
+            "serve",
+            "--port=0",
+            "--device=cpu",
+            f"--state-dir={root / 'state'}",
+            f"--clip-weights={weights}",
+            "--no-download",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
+    ).start()
+    try:
+        url = None
+        while url is None:
+            line = lines.get(timeout=120)
+            match = re.search(r"listening on (http://\S+)", line)
+            url = match.group(1) if match else None
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def sketched(daemon, tmp_path_factory):
+    """One Inkscape run on a document with an embedded and a linked image."""
+    work = tmp_path_factory.mktemp("inkscape")
+    profile = work / "profile"
+    subprocess.run(
+        [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    write_preferences(
+        profile,
+        {
+            "url": daemon,
+            "levels": ",".join(map(str, LEVELS)),
+            "iterations": "2",
+            "seeds": "1",
+            "loss_model": "test-tiny-rn",
+            "saliency_model": "test-tiny-vit",
+            "visible_level": "all",
+            "timeout": "240",
+        },
+    )
+    photos = work / "photos"
+    photos.mkdir()
+    (photos / "photo.png").write_bytes(make_png(PIXELS, PIXELS, (250, 210, 120)))
+    embedded = data_uri(make_png(PIXELS, PIXELS, (140, 220, 250)))
+    x1, y1, w1, h1 = IMG1_BOX
+    x2, y2, w2, h2 = IMG2_BOX
+    document = photos / "in.svg"
+    document.write_text(
+        f"""<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"
+     xmlns:inkscape="{INKSCAPE_NS}" width="200mm" height="150mm" viewBox="0 0 200 150">
+  <g id="layer1" inkscape:groupmode="layer" inkscape:label="Photos" transform="translate(10,5)">
+    <image id="img1" x="{x1}" y="{y1}" width="{w1}" height="{h1}" transform="rotate(10)"
+           preserveAspectRatio="none" xlink:href="{embedded}"/>
+  </g>
+  <image id="img2" x="{x2}" y="{y2}" width="{w2}" height="{h2}" preserveAspectRatio="none"
+         xlink:href="photo.png"/>
+</svg>
+""",
+        encoding="utf-8",
+    )
+    output = work / "out.svg"
+    done = run_inkscape(profile, document, output, ["img1", "img2"], timeout_s=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert output.is_file(), f"Inkscape wrote nothing; stderr: {done.stderr[-2000:]}"
+    return profile, output
+
+
+def _pixel_of(matrix, box, x: float, y: float) -> tuple[float, float]:
+    """Document point -> the image's bitmap pixel (inverse of box then matrix)."""
+    a, b, c, d, e, f = matrix
+    det = a * d - b * c
+    u, v = x - e, y - f
+    local = ((d * u - c * v) / det, (-b * u + a * v) / det)
+    bx, by, bw, bh = box
+    return ((local[0] - bx) * PIXELS / bw, (local[1] - by) * PIXELS / bh)
+
+
+def _inside(matrix, box, x: float, y: float, margin: float) -> bool:
+    px, py = _pixel_of(matrix, box, x, y)
+    return -margin <= px <= PIXELS + margin and -margin <= py <= PIXELS + margin
+
+
+IMAGES = {"img1": (IMG1_MATRIX, IMG1_BOX), "img2": (IMG2_MATRIX, IMG2_BOX)}
+
+
+def test_layers_and_paths_per_level(sketched):
+    _, output = sketched
+    root = etree.parse(str(output)).getroot()
+    for image_id in IMAGES:
+        parent = by_id(root, f"clipasso-{image_id}")
+        assert parent.getparent() is root
+        assert parent.get(f"{{{INKSCAPE_NS}}}label") == f"CLIPasso: {image_id}"
+        for count in LEVELS:
+            level = by_id(root, f"clipasso-{image_id}-level-{count}")
+            assert level.get(f"{{{INKSCAPE_NS}}}label") == f"{count} strokes"
+            assert level.getparent() is parent
+            paths = level.findall("{http://www.w3.org/2000/svg}path")
+            assert len(paths) == count
+
+
+def test_strokes_lie_over_their_image(sketched):
+    _, output = sketched
+    root = etree.parse(str(output)).getroot()
+    for image_id, (matrix, box) in IMAGES.items():
+        other = next(value for key, value in IMAGES.items() if key != image_id)
+        for count in LEVELS:
+            for index in range(1, count + 1):
+                path = by_id(root, f"clipasso-{image_id}-level-{count}-stroke-{index}")
+                points = path_points(path.get("d"))
+                # end points of the Bézier are on the drawn stroke itself
+                for x, y in (points[0], points[-1]):
+                    assert _inside(matrix, box, x, y, MARGIN), (image_id, x, y)
+                    assert not _inside(*other, x, y, 0.0), (image_id, x, y)
+
+
+def test_png_ink_only_over_the_images(sketched):
+    profile, output = sketched
+    png = output.with_suffix(".png")
+    dpi = 96.0
+    done = export_png(profile, output, png, dpi)
+    assert done.returncode == 0, done.stderr[-2000:]
+    width, height, rows = read_png(png)
+    assert height == round(150 * dpi / 25.4)
+    per_unit = dpi / 25.4  # 1 user unit = 1 mm here
+    assert width == round(200 * per_unit)
+    ink = {name: 0 for name in IMAGES}
+    for py, row in enumerate(rows):
+        for px in range(width):
+            red, green, blue, alpha = row[4 * px : 4 * px + 4]
+            if alpha < 128 or red + green + blue > 250:  # not dark: paper or the light photos
+                continue
+            x, y = (px + 0.5) / per_unit, (py + 0.5) / per_unit
+            owners = [n for n, (m, b) in IMAGES.items() if _inside(m, b, x, y, MARGIN + 1)]
+            assert owners, f"ink at ({x:.1f}, {y:.1f}) mm, outside both images"
+            for name in owners:
+                ink[name] += 1
+    assert all(count > 0 for count in ink.values()), ink
