@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
     parser.add_argument("--out", default="bench/results/step.json")
     parser.add_argument("--weights-dir", default="bench/results/test-weights")
+    parser.add_argument(
+        "--models", default="tiny,rn101", help="which rows: tiny, rn101 or both (default)"
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -145,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for device in devices:
-        tiny = _tiny_model(device, Path(args.weights_dir))
-        full = _rn101_random(device)
-        for model in (tiny, full):
+        wanted = set(args.models.split(","))
+        tiny = _tiny_model(device, Path(args.weights_dir)) if "tiny" in wanted else None
+        full = _rn101_random(device) if "rn101" in wanted else None
+        for model in (m for m in (tiny, full) if m is not None):
             big_on_cpu = model is full and device.type == "cpu"
             levels, seeds = ((4,), 1) if args.quick and model is full else (LEVELS, SEEDS)
             for in_batch in (False, True):
