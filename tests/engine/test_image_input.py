@@ -55,6 +55,30 @@ def test_sixteen_bit_greyscale():
     assert rgb.getpixel((1, 1))[0] == pytest.approx(128, abs=1)
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([0, 1000, 65535], [0, 4, 255]), ([0, 100, 255], [0, 100, 255])],
+    ids=["16-bit-range", "8-bit-range"],
+)
+def test_thirty_two_bit_greyscale(values, expected):
+    image = Image.fromarray(np.array([values], dtype=np.int32))
+    assert image.mode == "I"
+    rgb = decode_image(encode(image, "TIFF"))
+    assert [rgb.getpixel((x, 0)) for x in range(3)] == [(v, v, v) for v in expected]
+
+
+def test_float_greyscale():
+    image = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    rgb = decode_image(encode(image, "TIFF"))
+    assert [rgb.getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    assert decode_image(data).getpixel((1, 1)) == (255, 0, 0)
+
+
 def test_cmyk_jpeg():
     rgb = decode_image(encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG", quality=95))
     red, green, blue = rgb.getpixel((4, 4))
@@ -109,11 +133,25 @@ def _png_header_claiming(width: int, height: int) -> bytes:
     )
 
 
+def test_zero_size_image_is_refused():
+    with pytest.raises(BadImageError):
+        decode_image(_png_header_claiming(0, 5))
+
+
 def test_decompression_bomb_is_refused_before_decoding():
-    with pytest.raises(ImageTooLargeError, match="pixels"):
-        decode_image(_png_header_claiming(100_000, 100_000))
+    # 64 megapixels: under Pillow's own limits, over ours; the header has no pixel data, so a
+    # decoding attempt would fail as truncated instead
+    with pytest.raises(ImageTooLargeError, match="limit of 50,000,000"):
+        decode_image(_png_header_claiming(8000, 8000))
     with pytest.raises(ImageTooLargeError):
         decode_image(encode(Image.new("RGB", (100, 100))), max_pixels=9_999)
+    assert decode_image(encode(Image.new("RGB", (100, 100))), max_pixels=10_000).size == (100, 100)
+
+
+@pytest.mark.parametrize("side", [10_000, 100_000], ids=["pillow-warning", "pillow-error"])
+def test_pillows_bomb_checks_become_image_too_large(side):
+    with pytest.raises(ImageTooLargeError):
+        decode_image(_png_header_claiming(side, side), max_pixels=10**12)
 
 
 def test_files(tmp_path):
@@ -133,6 +171,19 @@ def test_canvas_keeps_pixels_when_sizes_match():
     assert torch.equal(
         (tensor * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(array)
     )
+
+
+def test_canvas_composites_transparency_over_white():
+    tensor, _ = image_to_canvas(Image.new("RGBA", (224, 224), (0, 0, 0, 0)))
+    assert tensor.min() == 1.0
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (3000, 7), (1, 1)])
+def test_placement_round_trips(size):
+    _, placement = image_to_canvas(Image.new("RGB", size))
+    points = torch.rand(5, 3, 2, dtype=torch.float64) * torch.tensor(size, dtype=torch.float64)
+    assert torch.allclose(placement.to_image(placement.to_canvas(points)), points)
+    assert torch.allclose(placement.to_canvas(placement.to_image(points)), points)
 
 
 @pytest.mark.parametrize("size", [(448, 224), (100, 300)])

@@ -36,6 +36,7 @@ def test_layers_paths_and_geometry():
     assert [g.get(f"{{{INKSCAPE_NS}}}label") for g in layers] == ["1 stroke", "3 strokes"]
     assert [g.get("id") for g in layers] == ["clipasso-level-1", "clipasso-level-3"]
     assert all(g.get(f"{{{INKSCAPE_NS}}}groupmode") == "layer" for g in layers)
+    assert [g.get("style") for g in layers] == ["display:none", None]  # most detailed shown
     paths = layers[1].findall(f"{{{SVG_NS}}}path")
     assert len(paths) == 3
     assert paths[2].get("d") == "M 2,1.5 C 12.25,2 22,3.125 32,40"
@@ -64,3 +65,34 @@ def test_photo_layer_is_optional_and_locked():
     assert image.get("{http://www.w3.org/1999/xlink}href") == "photo.jpg"
     assert (image.get("width"), image.get("height")) == ("640", "480")
     assert ET.fromstring(result_to_svg(_result())).find(f".//{{{SVG_NS}}}image") is None
+
+
+def test_coordinates_and_widths_match_the_strokes():
+    strokes = tuple(
+        Stroke(
+            tuple((x / 3 + 100 * i, -y / 7 - i) for x, y in ((1, 2), (3, 4), (5, 6), (7, 8))),
+            0.1 + i / 3,
+            "#000000",
+        )
+        for i in range(4)
+    )
+    result = SketchResult(
+        image_width=3,
+        image_height=2,
+        levels=(LevelResult(4, 0, 1.0, strokes),),
+        settings={},
+        models={},
+        version="x",
+        device="cpu",
+    )
+    root = ET.fromstring(result_to_svg(result))
+    assert (root.get("width"), root.get("height")) == ("3px", "2px")
+    paths = root.findall(f".//{{{SVG_NS}}}path")
+    for path, stroke in zip(paths, strokes, strict=True):
+        command, rest = path.get("d").split(" ", 1)
+        numbers = [float(v) for v in rest.replace("C ", "").replace(",", " ").split()]
+        assert command == "M" and "C " in rest
+        assert numbers == pytest.approx([v for point in stroke.points for v in point], abs=5e-4)
+        style = dict(item.split(":") for item in path.get("style").split(";"))
+        assert float(style["stroke-width"]) == pytest.approx(stroke.width, abs=5e-4)
+        assert "stroke-opacity" not in style

@@ -26,30 +26,39 @@ from clipasso_server.engine.errors import BadImageError, ImageTooLargeError
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
     if width <= 0 or height <= 0:
-        raise BadImageError(f"the image has no pixels ({width} x {height})")
+        raise BadImageError(f"{what} has no pixels ({width} x {height})")
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"the image is {width} x {height} = {width * height:,} pixels, more than the "
+            f"{what} is {width} x {height} = {width * height:,} pixels, more than the "
             f"limit of {max_pixels:,}; scale it down first"
         )
 
 
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale -> 8-bit "L".
+
+    ``I;16*`` modes are 16-bit by definition. Mode ``I`` does not say how many bits were used,
+    so its values decide: up to 255 is 8-bit data, up to 65535 16-bit, beyond that the image is
+    stretched to its own maximum. Float images are taken as 0..1 when they fit, else 0..255.
+    """
+    array = np.asarray(image, dtype=np.float64)
+    top = float(array.max(initial=0.0))
+    if image.mode == "F":
+        full = 1.0 if top <= 1.0 else 255.0
+    elif image.mode.startswith("I;16") or 255 < top <= 65535:
+        full = 65535.0
+    else:
+        full = max(top, 255.0)
+    array = np.clip(array / full * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(array, "L")
+
+
 def _to_rgb_over_white(image: Image.Image) -> Image.Image:
     """Any mode -> RGB, transparency composited over white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: scale to 8 bits from the full range actually used by the format.
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, "L").convert("RGB")
-    if image.mode == "F":
-        array = np.clip(
-            np.asarray(image, dtype=np.float64), 0.0, 1.0 if image.getextrema()[1] <= 1 else 255.0
-        )
-        scale = 255.0 if array.max() <= 1.0 else 1.0
-        return Image.fromarray((array * scale + 0.5).astype(np.uint8), "L").convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":
+        return _high_depth_to_l(image).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -69,18 +78,20 @@ def _open(source: io.BytesIO | Path, max_pixels: int, what: str) -> Image.Image:
         except Image.DecompressionBombWarning as exc:
             raise ImageTooLargeError(f"{what} is too large: {exc}") from None
         except UnidentifiedImageError:
-            raise BadImageError(f"{what} is not an image format that can be read") from None
+            raise BadImageError(
+                f"{what} is not an image that can be read (unknown format, or a damaged header)"
+            ) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise BadImageError(f"{what} cannot be read: {exc}") from None
     with image:
-        _check_size(image.width, image.height, max_pixels)
+        _check_size(image.width, image.height, max_pixels, what)
         try:
             image.seek(0)  # animated images: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb_over_white(image)
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise BadImageError(f"{what} is truncated or corrupt: {exc}") from None
+            raise BadImageError(f"{what} is truncated or corrupt ({exc})") from None
     return rgb
 
 
@@ -137,15 +148,18 @@ class CanvasPlacement:
 def image_to_canvas(image: Image.Image, canvas: int = 224) -> tuple[Tensor, CanvasPlacement]:
     """RGB image -> ([3, canvas, canvas] float32 in [0, 1], placement).
 
-    The image is scaled to fit (Pillow's Lanczos filter, which antialiases when shrinking),
-    centred, and padded with white; a canvas-sized image is used pixel for pixel.
+    The image is scaled to fit, centred, and padded with white; a canvas-sized image is used
+    pixel for pixel. Resampling is Pillow's Lanczos filter, which antialiases when shrinking
+    (``reducing_gap`` first reduces big photos by whole factors, which is fast and still
+    exact enough for a 224 px canvas).
     """
     width, height = image.size
-    _check_size(width, height, DEFAULT_MAX_PIXELS * 4)
+    if width <= 0 or height <= 0:
+        raise BadImageError(f"the image has no pixels ({width} x {height})")
     scale = canvas / max(width, height)
     new_width = max(1, min(canvas, round(width * scale)))
     new_height = max(1, min(canvas, round(height * scale)))
-    rgb = image.convert("RGB")
+    rgb = _to_rgb_over_white(image)
     if (new_width, new_height) != (width, height):
         rgb = rgb.resize((new_width, new_height), Image.Resampling.LANCZOS, reducing_gap=3.0)
     offset_x = (canvas - new_width) // 2
@@ -155,8 +169,8 @@ def image_to_canvas(image: Image.Image, canvas: int = 224) -> tuple[Tensor, Canv
     tensor = torch.from_numpy(np.array(paper, dtype=np.uint8)).permute(2, 0, 1)
     placement = CanvasPlacement(
         canvas=canvas,
-        # the exact scale of the pasted image in each axis is new/old; use the x one (equal to
-        # within rounding) so that round trips are exact for the fitted axis
+        # the fitted (longer) axis's exact scale; the other axis's new/old differs from it by
+        # its rounding to whole pixels, under half a canvas pixel
         scale=new_width / width if width >= height else new_height / height,
         offset_x=float(offset_x),
         offset_y=float(offset_y),

@@ -115,7 +115,10 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
             },
         )
 
+    most = max(level.strokes for level in result.levels)
     for level in result.levels:
+        # Only the most detailed level is shown at first: overprinted levels read as a mess.
+        hidden = {"style": "display:none"} if level.strokes != most else {}
         layer = ET.SubElement(
             root,
             f"{{{SVG_NS}}}g",
@@ -126,6 +129,7 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
                 f"{{{CLIPASSO_NS}}}strokes": str(level.strokes),
                 f"{{{CLIPASSO_NS}}}seed": str(level.seed),
                 f"{{{CLIPASSO_NS}}}loss": repr(level.loss),
+                **hidden,
             },
         )
         for index, stroke in enumerate(level.paths):
