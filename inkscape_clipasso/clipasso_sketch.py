@@ -6,7 +6,8 @@ lxml and the standard library only). Each selected bitmap goes to the local CLIP
 the strokes come back in the bitmap's pixels and are laid exactly over the image. Every failure
 is an AbortExtension, so Inkscape shows the message and keeps the document as it was. Nothing
 is written to stdout (it carries the document) nor, on success, to stderr (which would open a
-dialog that blocks batch runs) -- except the note about ignored non-image objects.
+dialog that blocks batch runs): selected objects that are not images are skipped silently and
+listed on the new layers instead.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ import inkex
 from inkscape_clipasso import protocol
 from inkscape_clipasso.bitmap_size import bitmap_size
 from inkscape_clipasso.daemon_client import DaemonClient, DaemonError, run_jobs
-from inkscape_clipasso.images import (
+from inkscape_clipasso.image_source import (
     ImageError,
     SourceImage,
     display_name,
     read_image,
     split_selection,
 )
-from inkscape_clipasso.layers import LayerOptions, build_sketch_layer, visible_levels
+from inkscape_clipasso.layers import LayerOptions, build_sketch_layer, ns, visible_levels
 from inkscape_clipasso.placement import place_image
 
 #: Longest single HTTP request; the overall deadline is the user's timeout.
@@ -66,13 +67,13 @@ class ClipassoSketch(inkex.EffectExtension):
         # Daemon
         pars.add_argument("--url", default=protocol.DEFAULT_URL)
         pars.add_argument("--token", default="")
-        pars.add_argument("--timeout", type=int, default=3600, help="overall limit in seconds")
+        pars.add_argument("--timeout", type=int, default=1800, help="overall limit in seconds")
         pars.add_argument("--loss_model", default=protocol.DEFAULT_LOSS_MODEL)
         pars.add_argument("--saliency_model", default=protocol.DEFAULT_SALIENCY_MODEL)
+        pars.add_argument("--poll_interval", type=float, default=1.0, help="seconds between polls")
         # Output
         pars.add_argument("--visible_level", default="most")
-        pars.add_argument("--lock_photo", type=inkex.Boolean, default=False)
-        pars.add_argument("--hide_photo", type=inkex.Boolean, default=False)
+        pars.add_argument("--photo", default="keep", choices=("keep", "lock", "hide"))
 
     def effect(self) -> None:
         elements, others = split_selection(list(self.svg.selection.values()))
@@ -97,13 +98,15 @@ class ClipassoSketch(inkex.EffectExtension):
                 )
                 for source in sources
             ]
-            results = run_jobs(client, bodies, float(self.options.timeout))
+            results = run_jobs(
+                client,
+                bodies,
+                float(self.options.timeout),
+                poll_interval=max(0.01, self.options.poll_interval),
+            )
         except (protocol.ProtocolError, ValueError, ImageError, DaemonError) as exc:
             raise inkex.AbortExtension(str(exc)) from None
-        self._insert(sources, results)
-        if others:
-            names = ", ".join(display_name(element) for element in others)
-            self.msg(f"CLIPasso sketched only the selected images; ignored: {names}.")
+        self._insert(sources, results, [display_name(element) for element in others])
 
     def _settings(self) -> protocol.SketchSettings:
         """The dialog's values, validated by the shared protocol (errors name the field)."""
@@ -151,8 +154,12 @@ class ClipassoSketch(inkex.EffectExtension):
         canvas = min(max(canvas, protocol.MIN_WIDTH), protocol.MAX_WIDTH)
         return protocol.parse_settings({**settings.to_json(), "width": round(canvas, 4)})
 
-    def _insert(self, sources: list[SourceImage], results: list[dict]) -> None:
-        """Build every layer first, then add them all: a failure leaves the document alone."""
+    def _insert(self, sources: list[SourceImage], results: list[dict], ignored: list[str]) -> None:
+        """Build every layer first, then add them all: a failure leaves the document alone.
+
+        ``ignored`` (selected objects that are not images) is recorded on each parent layer
+        rather than reported, since any stderr output would open a dialog on success.
+        """
         taken = {str(value) for value in self.svg.xpath("//@id")}
         layer_options = LayerOptions(self._output_width(), self.options.visible_level)
         built = []
@@ -166,13 +173,15 @@ class ClipassoSketch(inkex.EffectExtension):
                 )
             )
         for layer, defs in built:
+            if ignored:
+                layer.set(ns("ignored"), ", ".join(ignored))
             for definition in defs:
                 self.svg.defs.append(definition)
             self.svg.append(layer)
         for source in sources:
-            if self.options.lock_photo:
+            if self.options.photo == "lock":
                 source.element.set("sodipodi:insensitive", "true")
-            if self.options.hide_photo:
+            elif self.options.photo == "hide":
                 source.element.style["display"] = "none"
 
 

@@ -35,6 +35,10 @@ class DaemonUnreachableError(DaemonError):
     """No daemon answered at the address."""
 
 
+class DaemonTimeoutError(DaemonError):
+    """One request took longer than its time limit."""
+
+
 class DaemonClient:
     """The daemon's HTTP API at ``url``; ``request_timeout`` bounds each single request."""
 
@@ -67,12 +71,12 @@ class DaemonClient:
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, TimeoutError):
-                raise DaemonError(_timeout_message(self.url, limit)) from None
+                raise DaemonTimeoutError(_timeout_message(self.url, limit)) from None
             raise DaemonUnreachableError(
                 f"Could not reach the CLIPasso daemon at {self.url} ({reason}).\n{START_HINT}"
             ) from None
         except TimeoutError:
-            raise DaemonError(_timeout_message(self.url, limit)) from None
+            raise DaemonTimeoutError(_timeout_message(self.url, limit)) from None
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             raise DaemonUnreachableError(
                 f"The connection to the CLIPasso daemon at {self.url} failed ({exc}).\n{START_HINT}"
@@ -120,7 +124,7 @@ def _checked(validate: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, 
 
 
 def _timeout_message(url: str, limit: float) -> str:
-    return f"The CLIPasso daemon at {url} did not answer within {limit:.0f} s."
+    return f"The CLIPasso daemon at {url} did not answer within {limit:.3g} s."
 
 
 def _http_error(exc: urllib.error.HTTPError) -> DaemonError:
@@ -153,14 +157,15 @@ def run_jobs(
     a minute. On any failure the jobs still open are cancelled and DaemonError is raised.
     """
     end = clock() + deadline_s
+    too_late = DaemonError(
+        f"The sketch did not finish within the timeout ({deadline_s:.0f} s); raise the "
+        "timeout on the Daemon page, or ask for fewer iterations or levels."
+    )
 
     def remaining() -> float:
         left = end - clock()
         if left <= 0:
-            raise DaemonError(
-                f"The sketch did not finish within the timeout ({deadline_s:.0f} s); raise the "
-                "timeout on the Daemon page, or ask for fewer iterations or levels."
-            )
+            raise too_late
         return min(client.request_timeout, left)
 
     job_ids: list[str] = []
@@ -183,10 +188,13 @@ def run_jobs(
                 sleep(min(delay, max(0.0, end - clock())))
                 delay = min(delay * 2, poll_interval)
         return [client.result(job_id, remaining()) for job_id in job_ids]
-    except BaseException:
+    except BaseException as exc:
         for job_id in job_ids:
             if job_id not in finished:
                 client.cancel(job_id)
+        # A request cut short by the overall deadline means the deadline passed.
+        if isinstance(exc, DaemonTimeoutError) and clock() >= end:
+            raise too_late from None
         raise
 
 

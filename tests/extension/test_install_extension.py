@@ -10,15 +10,23 @@ import pytest
 from ext_helpers import REPO
 from lxml import etree
 
-from clipasso_server.commands import install_extension
+
+def command():
+    """The command module, imported late: this folder must load without the daemon's package
+    (under Inkscape's Python it comes from the checkout via conftest's sys.path)."""
+    from clipasso_server.commands import install_extension
+
+    return install_extension
+
 
 EXPECTED = sorted(p.name for p in (REPO / "inkscape_clipasso").glob("*.py"))
 
 
 def run(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    install_extension.add_arguments(parser)
-    return install_extension.run(parser.parse_args(list(argv)))
+    module = command()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(list(argv)))
 
 
 def test_copy_into_a_profile(tmp_path, capsys):
@@ -50,11 +58,9 @@ def test_profile_dir_from_the_environment(tmp_path, monkeypatch):
 
 def test_xdg_config_home():
     env = {"XDG_CONFIG_HOME": "/cfg"}
-    assert install_extension.default_extensions_dir(env, "linux") == Path(
-        "/cfg/inkscape/extensions"
-    )
+    assert command().default_extensions_dir(env, "linux") == Path("/cfg/inkscape/extensions")
     env = {"INKSCAPE_PROFILE_DIR": "/p", "XDG_CONFIG_HOME": "/cfg"}
-    assert install_extension.default_extensions_dir(env, "linux") == Path("/p/extensions")
+    assert command().default_extensions_dir(env, "linux") == Path("/p/extensions")
 
 
 def test_refuses_to_replace_something_else(tmp_path):
@@ -81,3 +87,16 @@ def test_zip_for_the_extension_manager(tmp_path):
     again = tmp_path / "again.zip"
     run("--zip", str(again))
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_missing_inx_is_a_command_error(tmp_path, monkeypatch):
+    module = command()
+    package = tmp_path / "checkout" / "inkscape_clipasso"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(module, "package_dir", lambda: package)
+    monkeypatch.setattr(module.sys, "prefix", str(tmp_path / "prefix"))
+    with pytest.raises(Exception, match=r"cannot find extension\.inx") as caught:
+        run("--profile-dir", str(tmp_path / "profile"))
+    assert type(caught.value).__name__ == "CommandError"
+    assert not (tmp_path / "profile" / "extensions" / "clipasso").exists()

@@ -68,5 +68,46 @@ def test_pages_and_defaults():
     assert int(default("seeds")) == protocol.SketchSettings().seeds
     assert default("loss_model") == protocol.DEFAULT_LOSS_MODEL
     assert default("saliency_model") == protocol.DEFAULT_SALIENCY_MODEL
+    assert float(default("poll_interval")) == 1.0
+    assert int(default("timeout")) == 1800
+    hidden = {p.get("name") for p in root.iterfind(".//inx:param[@gui-hidden='true']", NS)}
+    assert hidden == {"loss_model", "saliency_model", "poll_interval"}
+    photo = root.find(".//inx:param[@name='photo']", NS)
+    assert [o.get("value") for o in photo.findall("inx:option", NS)] == ["keep", "lock", "hide"]
     help_text = " ".join(t for t in pages[3].itertext())
     assert "clipasso serve" in help_text
+    assert "clipasso install-extension" in help_text
+
+
+def _parser_defaults() -> dict[str, object]:
+    parser = ClipassoSketch().arg_parser
+    return {action.dest: action for action in parser._actions if action.option_strings}
+
+
+def test_every_param_is_an_argument_with_the_same_default():
+    """Our own check (both inkex versions): Inkscape passes every param as --name=value."""
+    actions = _parser_defaults()
+    params = inx().iterfind(".//inx:param", NS)
+    for param in params:
+        name, kind = param.get("name"), param.get("type")
+        assert name in actions, f"{name} is in the .inx but not in the argument parser"
+        action = actions[name]
+        if kind == "notebook":
+            pages = [page.get("name") for page in param.findall("inx:page", NS)]
+            assert action.default == pages[0]
+            continue
+        text = param.text or ""
+        if kind == "optiongroup":
+            values = [option.get("value") for option in param.findall("inx:option", NS)]
+            assert list(action.choices) == values and action.default == values[0], name
+        elif kind == "bool":
+            assert action.default is (text == "true"), name
+        elif kind == "color":
+            # Inkscape reads "0xRRGGBBAA" and passes the colour as a decimal RGBA integer.
+            assert action.type(str(int(text, 0))) == action.default, name
+        elif kind == "int":
+            assert action.type is int and action.default == int(text), name
+        elif kind == "float":
+            assert action.type is float and action.default == float(text), name
+        else:
+            assert action.default == text, name

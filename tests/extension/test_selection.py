@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from ext_helpers import by_id, data_uri, layers, make_png, run_extension, svg_doc
 
 SODIPODI = "http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd"
@@ -121,7 +122,7 @@ def test_only_non_images_selected(tmp_path, fake_daemon):
     assert "None of the selected objects is an image" in run.stderr
 
 
-def test_other_objects_are_ignored_with_a_note(tmp_path, fake_daemon):
+def test_other_objects_are_ignored_and_listed_on_the_layer(tmp_path, fake_daemon):
     body = (
         '<rect id="r1" width="5" height="5"/>'
         f'<image id="img1" width="5" height="5" xlink:href="{data_uri(make_png(5, 5))}"/>'
@@ -129,10 +130,10 @@ def test_other_objects_are_ignored_with_a_note(tmp_path, fake_daemon):
     run = run_extension(
         write(tmp_path, body), "--id=r1", "--id=img1", f"--url={fake_daemon.url}", "--levels=2"
     )
-    assert run.status == 0
-    assert "ignored: r1" in run.stderr
+    assert run.status == 0 and run.stderr == ""  # stderr would open a dialog in Inkscape
     assert len(fake_daemon.submitted_images()) == 1
-    assert by_id(run.svg, "clipasso-img1") is not None
+    parent = by_id(run.svg, "clipasso-img1")
+    assert parent.get("{https://clipasso-inkscape.invalid/ns/1}ignored") == "r1"
 
 
 def test_several_images_one_layer_each(tmp_path, fake_daemon):
@@ -195,7 +196,10 @@ def test_second_run_gets_new_unique_ids(tmp_path, fake_daemon):
     assert by_id(root, "clipasso-img1-level-2-stroke-2") is not None
 
 
-def test_visible_level_lock_and_hide(tmp_path, fake_daemon):
+@pytest.mark.parametrize(
+    ("choice", "shown"), [("9", [8]), ("fewest", [4]), ("most", [16]), ("all", [4, 8, 16])]
+)
+def test_visible_level(tmp_path, fake_daemon, choice, shown):
     png = make_png(8, 8)
     path = write(tmp_path, f'<image id="img1" width="8" height="8" xlink:href="{data_uri(png)}"/>')
     run = run_extension(
@@ -203,18 +207,26 @@ def test_visible_level_lock_and_hide(tmp_path, fake_daemon):
         "--id=img1",
         f"--url={fake_daemon.url}",
         "--levels=4,8,16",
-        "--visible_level=9",
-        "--lock_photo=true",
-        "--hide_photo=true",
+        f"--visible_level={choice}",
     )
     assert run.status == 0, run.stderr
     root = run.svg
-    shown = [
+    visible = [
         count
         for count in (4, 8, 16)
         if "display:none" not in (by_id(root, f"clipasso-img1-level-{count}").get("style") or "")
     ]
-    assert shown == [8]
-    photo = by_id(root, "img1")
-    assert photo.get(f"{{{SODIPODI}}}insensitive") == "true"
-    assert "display:none" in photo.get("style").replace(" ", "")
+    assert visible == shown
+
+
+@pytest.mark.parametrize("photo", ["keep", "lock", "hide"])
+def test_photo_keep_lock_hide(tmp_path, fake_daemon, photo):
+    png = make_png(8, 8)
+    path = write(tmp_path, f'<image id="img1" width="8" height="8" xlink:href="{data_uri(png)}"/>')
+    run = run_extension(
+        path, "--id=img1", f"--url={fake_daemon.url}", "--levels=2", f"--photo={photo}"
+    )
+    assert run.status == 0, run.stderr
+    image = by_id(run.svg, "img1")
+    assert (image.get(f"{{{SODIPODI}}}insensitive") == "true") == (photo == "lock")
+    assert ("display:none" in (image.get("style") or "").replace(" ", "")) == (photo == "hide")
