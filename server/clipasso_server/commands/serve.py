@@ -79,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--keep-days",
+        type=float,
+        default=cfg.DEFAULT_KEEP_DAYS,
+        metavar="DAYS",
+        help="delete finished jobs and their results this many days after they ended; "
+        "0 keeps them forever (default: %(default)g)",
+    )
+    parser.add_argument(
         "--max-body-mb",
         type=float,
         default=cfg.DEFAULT_MAX_BODY_MB,
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         abandon_after_s=args.abandon_after,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
+        keep_days=args.keep_days,
     )
     try:
         check_config(config)  # before torch is imported: a refusal is instant

@@ -15,6 +15,8 @@ from inkscape_clipasso import protocol
 DEFAULT_MAX_QUEUE = 16
 DEFAULT_ABANDON_AFTER_S = 60.0
 DEFAULT_MAX_BODY_MB = 50
+#: finished jobs (records and results) are deleted this many days after they ended
+DEFAULT_KEEP_DAYS = 30.0
 #: the engine's decompression-bomb cap (``engine.image_input.DEFAULT_MAX_PIXELS``)
 DEFAULT_MAX_PIXELS = 50_000_000
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -39,6 +41,8 @@ class DaemonConfig:
     abandon_after_s: float = DEFAULT_ABANDON_AFTER_S
     max_body_bytes: int = DEFAULT_MAX_BODY_MB * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: 0 keeps finished jobs forever
+    keep_days: float = DEFAULT_KEEP_DAYS
     #: how long shutdown waits for the running job to stop before giving up on it
     shutdown_grace_s: float = 30.0
 
@@ -72,5 +76,7 @@ def check_config(config: DaemonConfig) -> None:
         raise ConfigError(f"--abandon-after must be positive, got {config.abandon_after_s}")
     if config.max_body_bytes < 1024:
         raise ConfigError("--max-body-mb is too small to carry an image")
+    if not config.keep_days >= 0:  # also refuses NaN
+        raise ConfigError(f"--keep-days must be 0 (forever) or more, got {config.keep_days}")
     if config.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be positive, got {config.max_pixels}")

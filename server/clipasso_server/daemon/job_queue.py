@@ -309,6 +309,29 @@ class JobQueue:
             self.cancel(job_id, f"abandoned: no client asked about it for {after_s:g} s")
         return stale
 
+    def prune_finished(self, older_than_s: float) -> list[str]:
+        """Forget and delete jobs that ended more than ``older_than_s`` ago (results included);
+        their ids. Queued and running jobs are never touched."""
+        cut_off = time.time() - older_than_s
+        with self._lock:
+            old = [
+                job.id
+                for job in self._jobs.values()
+                if job.state in protocol.FINAL_STATES
+                and (job.finished_at if job.finished_at is not None else job.created_at) < cut_off
+            ]
+            for job_id in old:
+                del self._jobs[job_id]
+        with self._persist_lock:  # no record write of these jobs can be under way
+            for job_id in old:
+                try:
+                    self.store.delete_job(job_id)
+                except OSError as exc:
+                    log.error("cannot delete the files of job %s: %s", job_id, exc)
+            if old:
+                self.store.prune_cache()
+        return old
+
     def queue_length(self) -> int:
         """Jobs waiting plus the one running."""
         with self._lock:

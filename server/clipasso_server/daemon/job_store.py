@@ -139,6 +139,31 @@ class JobStore:
     def cache_store(self, key: str, job_id: str) -> None:
         atomic_write(self.cache_dir / f"{key}.json", _dumps({"id": job_id}))
 
+    # --- clean-up ---------------------------------------------------------------------
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job's record and result (cache entries pointing at it go with
+        :meth:`prune_cache`). The result goes first: a crash in between leaves a record
+        without a result, which reads as "result missing", never the other way round."""
+        if not protocol.is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        for path in (self.results_dir / f"{job_id}.json", self.jobs_dir / f"{job_id}.json"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def prune_cache(self) -> int:
+        """Delete cache entries whose result is gone; how many were deleted."""
+        removed = 0
+        for path in self.cache_dir.glob("*.json"):
+            entry = _read_json(path)
+            job_id = entry.get("id") if isinstance(entry, dict) else None
+            if isinstance(job_id, str) and self.has_result(job_id):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
 
 def _dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")

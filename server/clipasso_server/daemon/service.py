@@ -27,6 +27,9 @@ from clipasso_server.engine.clip_models import ModelStore
 
 log = logging.getLogger("clipasso.daemon")
 
+#: how often finished jobs past ``keep_days`` are looked for (also once at start-up)
+PRUNE_EVERY_S = 3600.0
+
 
 class Daemon:
     """One running daemon: ``await start()`` binds and returns the URL, ``await stop()`` ends it.
@@ -58,11 +61,13 @@ class Daemon:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task | None = None
+        self._pruner: asyncio.Task | None = None
 
     async def start(self) -> str:
-        """Restore the jobs on disk, start the worker, bind; the URL it listens on."""
+        """Restore the jobs on disk, drop those past keep_days, start the worker, bind; the URL."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.queue.restore)
+        await loop.run_in_executor(None, self._prune_once)
         self.queue.start()
         self._runner = web.AppRunner(
             make_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=2.0
@@ -81,15 +86,18 @@ class Daemon:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self._watchdog = asyncio.create_task(self._watch_abandoned())
+        if self.config.keep_days > 0:
+            self._pruner = asyncio.create_task(self._prune_old_jobs())
         return self.url
 
     async def stop(self) -> None:
         """Refuse new jobs, interrupt and persist the unfinished ones, close the socket."""
         self.context.closing = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        for task in (self._watchdog, self._pruner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.queue.shutdown, self.config.shutdown_grace_s)
         if self._runner is not None:
@@ -107,6 +115,28 @@ class Daemon:
                 await loop.run_in_executor(None, self.queue.cancel_abandoned, after)
             except Exception:
                 log.exception("the abandoned-job watchdog failed")
+
+    def _prune_once(self) -> None:
+        """Delete finished jobs older than ``keep_days`` (0: keep everything)."""
+        if self.config.keep_days <= 0:
+            return
+        removed = self.queue.prune_finished(self.config.keep_days * 86400.0)
+        if removed:
+            log.info(
+                "deleted %d finished job(s) older than %g days (--keep-days)",
+                len(removed),
+                self.config.keep_days,
+            )
+
+    async def _prune_old_jobs(self) -> None:
+        """Run :meth:`_prune_once` every PRUNE_EVERY_S (start-up ran it once already)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            try:
+                await loop.run_in_executor(None, self._prune_once)
+            except Exception:
+                log.exception("deleting old jobs failed")
 
 
 def setup_logging() -> None:
