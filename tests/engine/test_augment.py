@@ -63,3 +63,31 @@ def test_gradients_flow_to_the_sketch():
     apply_views(images, grid).square().sum().backward()
     assert images.grad is not None
     assert float(images.grad.abs().sum()) > 0
+
+
+def test_views_equal_one_grid_sample_per_view_and_image():
+    # the reference: each (view, image) pair resampled on its own, gradients included
+    images = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(5))
+    grid = GridMaker(40, 32)(random_views(2, 40, 32, torch.Generator().manual_seed(6)))
+    fast_in = images.clone().requires_grad_(True)
+    fast = apply_views(fast_in, grid)
+    slow_in = images.clone().requires_grad_(True)
+    slow = torch.stack(
+        [
+            torch.cat(
+                [
+                    torch.nn.functional.grid_sample(
+                        slow_in[i : i + 1], grid[v : v + 1], align_corners=False
+                    )
+                    for i in range(3)
+                ]
+            )
+            for v in range(2)
+        ]
+    )
+    assert fast.shape == (2, 3, 3, 32, 32)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.rand(fast.shape, generator=torch.Generator().manual_seed(7))
+    (fast * weights).sum().backward()
+    (slow * weights).sum().backward()
+    torch.testing.assert_close(fast_in.grad, slow_in.grad)

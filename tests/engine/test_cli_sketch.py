@@ -52,10 +52,19 @@ def test_sketch_writes_a_layered_svg_reproducibly(test_weights_dir, tmp_path):
     assert first.read_bytes() == second.read_bytes()
     record = read_metadata(first.read_text())
     assert record["settings"]["levels"] == [2, 3] and record["settings"]["iterations"] == 3
+    assert record["engine"]["plateau_patience"] is None and record["engine"]["canvas"] == 224
     assert record["models"]["loss"].startswith("test-tiny-rn")
     photo = root.find(f".//{{{SVG_NS}}}image")
     assert (tmp_path / photo.get(XLINK_HREF)).resolve().name == "sample.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.svg", "b.svg"]  # no temp files
+
+
+def test_plateau_is_recorded_so_the_run_can_be_reproduced(test_weights_dir, tmp_path):
+    out = tmp_path / "p.svg"
+    assert main(_args(test_weights_dir, out, "--plateau", "7", "--no-image", levels="2")) == 0
+    record = read_metadata(out.read_text())
+    assert record["engine"]["plateau_patience"] == 7
+    assert record["engine"]["eval_every"] == 10 and record["engine"]["augmentations"] == 4
 
 
 def test_console_script_runs(test_weights_dir, tmp_path):

@@ -124,10 +124,15 @@ def test_same_inputs_give_the_same_result(batched, image, model_store):
     assert again.to_json() == batched[0].to_json()
 
 
-def test_batched_levels_equal_separate_runs(batched, image, model_store):
-    result, _ = batched
+def test_batched_levels_equal_separate_runs(image, model_store):
+    # Over three steps: the convolutions' rounding depends on the batch size, and Adam at lr 1
+    # (sign-like steps) grows such 1e-7 differences into visible ones within about ten steps
+    # (measured: 2e-5 px after 1 step, 7e-5 after 3, 0.1 px after 8). Any real coupling
+    # between the sketches of a batch shows at once.
+    short = {"iterations": 3, "eval_every": 1}
+    result = sketch(image, _config(**short), model_store)
     for level in result.levels:
-        alone = sketch(image, _config(levels=(level.strokes,)), model_store).levels[0]
+        alone = sketch(image, _config(levels=(level.strokes,), **short), model_store).levels[0]
         assert alone.seed == level.seed
         assert alone.loss == pytest.approx(level.loss, rel=1e-4)
         assert torch.allclose(_points(alone), _points(level), atol=1e-3)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipasso_server.engine import weights
+from clipasso_server.engine.batchnorm_folding import fold_batch_norms
 from clipasso_server.engine.device import pick_device
 from clipasso_server.engine.errors import MissingWeightsError, SettingsError
 
@@ -202,7 +203,8 @@ class LossModel:
     ``features`` returns the layer2 and layer3 feature maps (the reference's geometric loss
     layers; for RN101 [B,512,28,28] and [B,1024,14,14]) and the attention-pooled embedding
     (not L2-normalised; RN101: [B,512]). On CUDA with bf16 support the forward runs under bf16
-    autocast with channels-last weights; outputs are always returned as float32.
+    autocast with channels-last weights; outputs are always returned as float32. The model
+    takes ``visual`` over: its batch norms are folded into the convolutions, in place.
     """
 
     def __init__(
@@ -221,6 +223,8 @@ class LossModel:
         self._autocast_dtype = _autocast_dtype(device, precision)
         # channels-last convolutions are faster with both cuDNN and oneDNN (CPU: ~30 % here)
         self._channels_last = device.type in ("cuda", "cpu")
+        visual.eval()
+        fold_batch_norms(visual)
         visual = visual.to(device)
         if self._channels_last:
             visual = visual.to(memory_format=torch.channels_last)

@@ -391,5 +391,9 @@ def sketch(
         version=clipasso_server.__version__,
         device=str(device),
         steps_run=outcome.steps_run,
-        extra={"seed_losses": seed_losses, "elapsed_s": time.perf_counter() - started},
+        extra={
+            "engine": config.engine_json(),
+            "seed_losses": seed_losses,
+            "elapsed_s": time.perf_counter() - started,
+        },
     )

@@ -79,6 +79,7 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
     record = {
         "generator": f"clipasso {result.version}",
         "settings": result.settings,
+        "engine": result.extra.get("engine", {}),
         "models": result.models,
         "device": result.device,
         "steps_run": result.steps_run,

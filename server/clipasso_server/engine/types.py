@@ -57,6 +57,17 @@ class SketchConfig:
             "seed": self.seed,
         }
 
+    def engine_json(self) -> dict[str, Any]:
+        """The engine-only knobs: not settable over the protocol, but they change the result,
+        so a sketch file records them next to the settings."""
+        return {
+            "canvas": self.canvas,
+            "eval_every": self.eval_every,
+            "augmentations": self.augmentations,
+            "learning_rate": self.learning_rate,
+            "plateau_patience": self.plateau_patience,
+        }
+
 
 @dataclass(frozen=True)
 class Stroke:
