@@ -32,6 +32,7 @@ import base64
 import http.client
 import io
 import json
+import os
 import platform
 import re
 import statistics
@@ -157,8 +158,6 @@ def run_job(base: str, image: bytes, settings: dict, poll_rate: float | None) ->
 
 def _process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` (all its threads); None off Linux."""
-    import os
-
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

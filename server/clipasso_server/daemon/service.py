@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -85,9 +86,19 @@ class Daemon:
         host = self.config.host
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
-        self._watchdog = asyncio.create_task(self._watch_abandoned())
-        if self.config.keep_days > 0:
-            self._pruner = asyncio.create_task(self._prune_old_jobs())
+        # cancel jobs nobody polls any more (Inkscape kills the extension on Cancel)
+        after = self.config.abandon_after_s
+        self._watchdog = asyncio.create_task(
+            _every(
+                min(1.0, after / 4),
+                functools.partial(self.queue.cancel_abandoned, after),
+                "the abandoned-job watchdog failed",
+            )
+        )
+        if self.config.keep_days > 0:  # start-up pruned once already
+            self._pruner = asyncio.create_task(
+                _every(PRUNE_EVERY_S, self._prune_once, "deleting old jobs failed")
+            )
         return self.url
 
     async def stop(self) -> None:
@@ -104,18 +115,6 @@ class Daemon:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _watch_abandoned(self) -> None:
-        """Cancel jobs nobody polls any more (Inkscape kills the extension on Cancel)."""
-        after = self.config.abandon_after_s
-        interval = min(1.0, after / 4)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await loop.run_in_executor(None, self.queue.cancel_abandoned, after)
-            except Exception:
-                log.exception("the abandoned-job watchdog failed")
-
     def _prune_once(self) -> None:
         """Delete finished jobs older than ``keep_days`` (0: keep everything)."""
         if self.config.keep_days <= 0:
@@ -128,15 +127,17 @@ class Daemon:
                 self.config.keep_days,
             )
 
-    async def _prune_old_jobs(self) -> None:
-        """Run :meth:`_prune_once` every PRUNE_EVERY_S (start-up ran it once already)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(PRUNE_EVERY_S)
-            try:
-                await loop.run_in_executor(None, self._prune_once)
-            except Exception:
-                log.exception("deleting old jobs failed")
+
+async def _every(interval_s: float, work: Callable[[], object], failure: str) -> None:
+    """Run ``work`` in the thread pool every ``interval_s`` (first after one interval) until
+    cancelled; an exception is logged with ``failure`` and the loop goes on."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await loop.run_in_executor(None, work)
+        except Exception:
+            log.exception(failure)
 
 
 def setup_logging() -> None:

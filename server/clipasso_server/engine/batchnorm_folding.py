@@ -31,16 +31,16 @@ def fold_batch_norms(model: nn.Module) -> int:
     for module in list(model.modules()):
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
-            for (_, conv), (bn_name, bn) in itertools.pairwise(children):
+            for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
                 if _foldable(conv, bn):
-                    _fold_into(module, conv, bn_name, bn)
+                    _fold_into(module, conv_name, bn_name)
                     folded += 1
             continue
         for name, conv in list(module.named_children()):
             match = _NUMBERED.fullmatch(name)
             bn = getattr(module, f"bn{match.group(1)}", None) if match else None
             if _foldable(conv, bn):
-                _fold_into(module, conv, f"bn{match.group(1)}", bn)
+                _fold_into(module, name, f"bn{match.group(1)}")
                 folded += 1
     return folded
 
@@ -54,11 +54,8 @@ def _foldable(conv: nn.Module, bn: nn.Module | None) -> bool:
     )
 
 
-def _fold_into(parent: nn.Module, conv: nn.Conv2d, bn_name: str, bn: nn.BatchNorm2d) -> None:
-    fused = fuse_conv_bn_eval(conv, bn).eval()
+def _fold_into(parent: nn.Module, conv_name: str, bn_name: str) -> None:
+    fused = fuse_conv_bn_eval(getattr(parent, conv_name), getattr(parent, bn_name)).eval()
     fused.requires_grad_(False)
-    for name, child in parent.named_children():
-        if child is conv:
-            setattr(parent, name, fused)
-            break
+    setattr(parent, conv_name, fused)
     setattr(parent, bn_name, nn.Identity().eval())
