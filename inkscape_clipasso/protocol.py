@@ -32,6 +32,10 @@ MIN_ITERATIONS, MAX_ITERATIONS = 1, 20000
 MIN_SEEDS, MAX_SEEDS = 1, 16
 MIN_WIDTH, MAX_WIDTH = 0.1, 50.0
 MAX_SEED_VALUE = 2**31 - 1
+#: a time budget of at least a second and at most a week (None: no budget)
+MIN_TIME_BUDGET_S, MAX_TIME_BUDGET_S = 1.0, 7 * 86400.0
+#: why an optimisation stopped, as results and SVG metadata say it
+STOP_REASONS = ("iterations", "plateau", "budget", "cancel")
 RENDERERS = ("auto", "torch", "diffvg")
 DEFAULT_LOSS_MODEL = "RN101"
 DEFAULT_SALIENCY_MODEL = "ViT-B-32"
@@ -61,13 +65,18 @@ ERROR_STATUS: dict[str, int] = {
     "image_too_large": 413,
     "too_large": 413,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
+    "request_timeout": 408,
     "not_ready": 409,
     "method_not_allowed": 405,
     "unsupported_media_type": 415,
+    "misdirected_request": 421,
+    "insufficient_memory": 422,
     "queue_full": 429,
     "shutting_down": 503,
     "missing_weights": 503,
+    "insufficient_storage": 507,
     "internal": 500,
 }
 
@@ -96,7 +105,9 @@ class SketchSettings:
     """What a user can choose for one sketch job; defaults are the reference's.
 
     ``width`` is the full stroke width in pixels of the 224-pixel optimisation canvas (the
-    reference draws 3 px); results report widths in the image's own pixels.
+    reference draws 3 px); results report widths in the image's own pixels. ``time_budget_s``
+    caps the optimisation's wall time: the engine runs min(iterations, what fits) steps and
+    returns the best iterate so far (None: run every iteration).
     """
 
     levels: tuple[int, ...] = (4, 8, 16, 32)
@@ -109,6 +120,7 @@ class SketchSettings:
     renderer: str = "auto"
     remove_background: bool = False
     seed: int = 0
+    time_budget_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, levels as a list."""
@@ -197,7 +209,23 @@ def parse_settings(data: Any) -> SketchSettings:
         raise ProtocolError("bad_request", "remove_background must be true or false")
     out["remove_background"] = remove_background
     out["seed"] = _require_int("seed", data.get("seed", defaults.seed), 0, MAX_SEED_VALUE)
+    out["time_budget_s"] = parse_time_budget(data.get("time_budget_s", defaults.time_budget_s))
     return SketchSettings(**out)
+
+
+def parse_time_budget(value: Any) -> float | None:
+    """None (no budget) or seconds between MIN_TIME_BUDGET_S and MAX_TIME_BUDGET_S."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ProtocolError("bad_request", f"time_budget_s must be a number or null, got {value!r}")
+    if not MIN_TIME_BUDGET_S <= float(value) <= MAX_TIME_BUDGET_S:
+        raise ProtocolError(
+            "out_of_range",
+            f"time_budget_s must be between {MIN_TIME_BUDGET_S:g} and {MAX_TIME_BUDGET_S:g} s "
+            f"(or null for no limit), got {value}",
+        )
+    return float(value)
 
 
 def decode_image_field(value: Any) -> bytes:
@@ -219,22 +247,31 @@ def decode_image_field(value: Any) -> bytes:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A validated ``POST /v1/jobs`` body."""
+    """A validated ``POST /v1/jobs`` body.
+
+    ``detached``: the client may go away before the job ends (the extension's time limit was
+    reached and the user chose to let the job finish), so the abandonment watchdog leaves it
+    running; its result is cached as usual. Not a setting: it does not change the result.
+    """
 
     image: bytes
     settings: SketchSettings = field(default_factory=SketchSettings)
     name: str = ""
+    detached: bool = False
 
 
-JOB_REQUEST_FIELDS = ("image", "settings", "name")
+JOB_REQUEST_FIELDS = ("image", "settings", "name", "detached")
 
 
-def build_job_request(image: bytes, settings: SketchSettings, name: str = "") -> dict[str, Any]:
+def build_job_request(
+    image: bytes, settings: SketchSettings, name: str = "", detached: bool = False
+) -> dict[str, Any]:
     """The JSON body a client sends to submit a job."""
     return {
         "image": base64.b64encode(image).decode("ascii"),
         "settings": settings.to_json(),
         "name": name,
+        "detached": detached,
     }
 
 
@@ -250,10 +287,14 @@ def parse_job_request(data: Any) -> JobRequest:
     name = data.get("name", "")
     if not isinstance(name, str) or len(name) > 256:
         raise ProtocolError("bad_request", "name must be a string of at most 256 characters")
+    detached = data.get("detached", False)
+    if not isinstance(detached, bool):
+        raise ProtocolError("bad_request", "detached must be true or false")
     return JobRequest(
         image=decode_image_field(data["image"]),
         settings=parse_settings(data.get("settings")),
         name=name,
+        detached=detached,
     )
 
 
@@ -319,7 +360,9 @@ def validate_result(data: Any) -> dict[str, Any]:
 
     ``{"id", "image": {"width", "height"}, "levels": [{"strokes", "seed", "loss",
     "paths": [{"points": [[x, y] x 4], "width", "color"}]}], "svg", "settings", "models",
-    "version"}``; points and widths are in the image's own pixels.
+    "version"}``; points and widths are in the image's own pixels. Optional: ``steps_run``,
+    ``stop_reason`` (one of STOP_REASONS), and for ``?partial=1`` answers ``"partial": true``
+    with ``step`` (the step the best strokes so far were taken at).
     """
     where = "job result"
     _expect(data, "id", str, where)

@@ -15,7 +15,7 @@ from typing import Any
 class SketchConfig:
     """Everything one sketch job needs to know; the defaults are the reference's.
 
-    The first ten fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
+    The first eleven fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
     so ``SketchConfig(**settings.to_json())`` converts a validated request (levels may be a list
     or tuple). ``width`` is the full stroke width in pixels of the ``canvas``-sized square.
     """
@@ -30,6 +30,7 @@ class SketchConfig:
     renderer: str = "auto"
     remove_background: bool = False
     seed: int = 0
+    time_budget_s: float | None = None
     # Engine-only knobs (not in the protocol):
     canvas: int = 224
     eval_every: int = 10
@@ -55,6 +56,7 @@ class SketchConfig:
             "renderer": self.renderer,
             "remove_background": self.remove_background,
             "seed": self.seed,
+            "time_budget_s": self.time_budget_s,
         }
 
     def engine_json(self) -> dict[str, Any]:
