@@ -7,8 +7,7 @@ Measured for 4 levels (4/8/16/32 strokes) x 3 seeds with
   (b) a full-size RN101 visual tower with random weights (``RN101-quickgelu`` built by open_clip
       without pretrained weights, wrapped in the same LossModel) on the CPU and on CUDA when
       available (issue target on one H100: <= 15 ms per step).
-Both ways of computing the photo's augmented views are timed: in a separate no-grad forward
-("separate") and inside the sketches' forward ("in-batch").
+The photo's augmented views go through a separate no-grad forward, as in ``sketch()``.
 
     python bench/step.py [--threads 2] [--steps 20] [--device auto|cpu|cuda] [--quick]
                          [--out bench/results/step.json]
@@ -29,8 +28,16 @@ from pathlib import Path
 import torch
 
 from clipasso_server.engine.clip_models import LossModel, ModelStore, write_test_weights
+from clipasso_server.engine.optimise import (
+    Drawing,
+    LoopSettings,
+    StepReport,
+    Target,
+    optimise,
+)
 from clipasso_server.engine.render import get_renderer
-from clipasso_server.engine.sketcher import optimise, parse_color, start_points
+from clipasso_server.engine.sketcher import parse_color
+from clipasso_server.engine.start import start_points
 
 LEVELS = (4, 8, 16, 32)
 SEEDS = 3
@@ -73,7 +80,6 @@ def time_steps(
     seeds: int,
     steps: int,
     warmup: int,
-    in_batch: bool,
 ) -> dict:
     """Run ``warmup + steps`` steps of the real loop; time the last ``steps``."""
     photo = _photo(device)
@@ -81,30 +87,25 @@ def time_steps(
     points, mask = start_points(saliency, levels, tuple(range(seeds)), CANVAS)
     marks: dict[int, float] = {}
 
-    def on_step(step: int, _best: list[float]) -> None:
-        if step in (warmup, warmup + steps):
+    def on_step(report: StepReport) -> None:
+        if report.step in (warmup, warmup + steps):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            marks[step] = time.perf_counter()
+            marks[report.step] = time.perf_counter()
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _peak_rss_mib()
     optimise(
-        photo,
+        Target(photo, loss_model),
         points,
-        mask,
-        renderer=get_renderer("auto"),
-        loss_model=loss_model,
-        width=3.0,
-        color=parse_color("#000000"),
-        iterations=warmup + steps,
-        eval_every=10,
-        augmentations=4,
+        Drawing(
+            get_renderer("auto"), 3.0, parse_color("#000000").to(device), mask.to(device), CANVAS
+        ),
+        LoopSettings(iterations=warmup + steps, eval_every=10, augmentations=4),
         generator=torch.Generator().manual_seed(0),
         on_step=on_step,
-        photo_views_in_batch=in_batch,
     )
     step_s = (marks[warmup + steps] - marks[warmup]) / steps
     row = {
@@ -113,7 +114,6 @@ def time_steps(
         "levels": list(levels),
         "seeds": seeds,
         "sketches": len(levels) * seeds,
-        "photo_views": "in-batch" if in_batch else "separate",
         "steps": steps,
         "step_ms": round(step_s * 1000, 2),
     }
@@ -152,15 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         tiny = _tiny_model(device, Path(args.weights_dir)) if "tiny" in wanted else None
         full = _rn101_random(device) if "rn101" in wanted else None
         for model in (m for m in (tiny, full) if m is not None):
-            big_on_cpu = model is full and device.type == "cpu"
             levels, seeds = ((4,), 1) if args.quick and model is full else (LEVELS, SEEDS)
-            for in_batch in (False, True):
-                if big_on_cpu and in_batch and args.quick:
-                    continue
-                row = time_steps(model, device, levels, seeds, steps, warmup, in_batch)
-                row["quick"] = args.quick
-                rows.append(row)
-                print(_format(row), flush=True)
+            row = time_steps(model, device, levels, seeds, steps, warmup)
+            row["quick"] = args.quick
+            rows.append(row)
+            print(_format(row), flush=True)
 
     report = {
         "benchmark": "step",
@@ -186,7 +182,7 @@ def _format(row: dict) -> str:
     )
     return (
         f"{row['model']:<14} {row['device']:<6} B={row['sketches']:<3} "
-        f"{row['photo_views']:<9} {row['step_ms']:>10.2f} ms/step {memory}"
+        f"{row['step_ms']:>10.2f} ms/step {memory}"
     )
 
 

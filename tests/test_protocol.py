@@ -19,6 +19,34 @@ def test_defaults_are_the_reference():
     assert (settings.loss_model, settings.saliency_model) == ("RN101", "ViT-B-32")
 
 
+_MAX_SEED = 2**31 - 1
+_WEEK = 7 * 86400.0
+
+
+@pytest.mark.parametrize(
+    ("field", "lowest", "highest", "below", "above"),
+    [
+        ("levels", [1], list(range(249, 257)), [0], [257]),
+        ("iterations", 1, 20000, 0, 20001),
+        ("seeds", 1, 16, 0, 17),
+        ("width", 0.1, 50.0, 0.09, 50.01),
+        ("seed", 0, _MAX_SEED, -1, _MAX_SEED + 1),
+        ("time_budget_s", 1.0, _WEEK, 0.99, _WEEK + 1),
+    ],
+)
+def test_every_bound_is_enforced_both_ways(field, lowest, highest, below, above):
+    for accepted in (lowest, highest):
+        value = getattr(protocol.parse_settings({field: accepted}), field)
+        assert value == (tuple(accepted) if field == "levels" else accepted)
+    for refused in (below, above):
+        with pytest.raises(ProtocolError) as info:
+            protocol.parse_settings({field: refused})
+        assert info.value.code == "out_of_range"
+    if field == "levels":  # at most eight levels
+        with pytest.raises(ProtocolError):
+            protocol.parse_settings({"levels": list(range(248, 257))})
+
+
 def test_settings_round_trip_through_json():
     settings = protocol.parse_settings(
         {"levels": "16, 4 ,8,8", "iterations": 50, "seeds": 2, "width": 2, "color": "#FF0000"}

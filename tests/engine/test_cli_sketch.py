@@ -210,3 +210,153 @@ def test_missing_weights_offline_names_what_to_download(tmp_path, monkeypatch, c
     assert code == 2
     err = capsys.readouterr().err
     assert "RN101" in err and "RN101.pt" in err and ".cache/clip" in err and str(empty) in err
+
+
+# --- the first hour (issue 15) and the time spent (issue 11) -----------------------------------
+
+
+def _in_subprocess(args: list[str], env: dict[str, str] | None = None) -> tuple[str, str]:
+    """Run ``main(args)`` in a fresh Python; (its stdout: "<exit status> <torch imported>",
+    its stderr)."""
+    code = (
+        "import sys; from clipasso_server.cli import main; "
+        f"status = main({args!r}); print(status, 'torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    return done.stdout.strip(), done.stderr
+
+
+def test_errors_are_reported_before_torch_is_imported(tmp_path):
+    out = str(tmp_path / "x.svg")
+    status, err = _in_subprocess(["sketch", str(tmp_path / "no-such.png"), "-o", out])
+    assert status == "2 False"
+    assert "cannot read" in err and "no-such.png" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "photo.png").write_bytes(_png(8, 8))
+    status, err = _in_subprocess(["sketch", str(tmp_path / "photo.png"), "-o", "/no/such/x.svg"])
+    assert status == "2 False" and "/no/such does not exist" in err
+
+
+def test_missing_weights_are_all_listed_before_torch_is_imported(tmp_path):
+    import os
+
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "1",
+        "TORCH_HOME": str(tmp_path / "torch"),
+    }
+    for var in ("XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "CLIPASSO_WEIGHTS"):
+        env.pop(var, None)
+    args = ["sketch", "sample", "-o", str(tmp_path / "x.svg"), "--clip-weights", str(empty)]
+    status, err = _in_subprocess([*args, "--remove-background"], env)
+    assert status == "2 False"
+    for part in ("RN101.pt", "ViT-B-32.pt", "deeplabv3_mobilenet_v3_large", "https://", str(empty)):
+        assert part in err, part
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_output_folder_is_never_created(test_weights_dir, tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "x.svg"
+    assert main(_args(test_weights_dir, out)) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "no").exists()
+
+
+def test_the_svg_follows_the_umask(test_weights_dir, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "u.svg"
+    previous = os.umask(0o027)
+    try:
+        assert main(_args(test_weights_dir, out, "--no-image", iterations="1", levels="1")) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_time_budget_writes_the_best_strokes_marked_unfinished(test_weights_dir, tmp_path):
+    out = tmp_path / "b.svg"
+    args = _args(test_weights_dir, out, "--no-image", "--time-budget", "4", iterations="20000")
+    assert main(args) == 0
+    record = read_metadata(out.read_text())
+    assert record["settings"]["time_budget_s"] == 4.0 and record["stop_reason"] == "budget"
+    assert record["partial"] is True and "unfinished" in record["note"]
+    assert "unfinished" in out.read_text().split("<g", 2)[-1]  # the layers' names say it too
+
+
+def test_bad_time_budget_names_the_option(test_weights_dir, tmp_path, capsys):
+    assert main(_args(test_weights_dir, tmp_path / "x.svg", "--time-budget", "0.1")) == 2
+    err = capsys.readouterr().err
+    assert "--time-budget must be between" in err and len(err.strip().splitlines()) == 1
+
+
+def _progress(step: int, total: int, step_s: float, planned: int | None = None):
+    from clipasso_server.engine.types import Progress
+
+    return Progress(
+        step=step,
+        total=total,
+        best_loss={4: 1.0},
+        elapsed_s=step * step_s,
+        step_time_s=step_s,
+        planned_steps=planned,
+    )
+
+
+def test_estimate_says_how_long_and_what_to_change():
+    from clipasso_server.commands.sketch import estimate_text, format_duration
+
+    assert format_duration(9600) == "2 h 40 min" and format_duration(30) == "30 s"
+    long_cpu = estimate_text(_progress(20, 2000, 4.8), "cpu", None)
+    assert "about 2 h 38 min left on this CPU" in long_cpu
+    for advice in ("--iterations", "--levels", "--seeds", "GPU", "--time-budget"):
+        assert advice in long_cpu
+    short = estimate_text(_progress(20, 200, 0.5), "cuda", None)
+    assert "on this GPU" in short and "--iterations" not in short
+    over_budget = estimate_text(_progress(20, 2000, 4.8, planned=125), "cpu", 600.0)
+    assert "10 min" in over_budget and "125 of the 2000" in over_budget
+    assert "unfinished" in over_budget and "--iterations" in over_budget
+
+
+def test_ctrl_c_writes_the_best_strokes_so_far(test_weights_dir, tmp_path):
+    """A real process, SIGINT after its first progress line: the SVG is there, unfinished."""
+    import queue
+    import signal
+    import threading
+
+    out = tmp_path / "i.svg"
+    args = _args(test_weights_dir, out, "--no-image", iterations="20000")
+    args.remove("--quiet")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipasso_server.cli", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in process.stderr], daemon=True).start()
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("step "):
+            seen.append(lines.get(timeout=300))
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert status == 130
+    record = read_metadata(out.read_text())
+    assert record["partial"] is True and record["stop_reason"] == "cancel"
+    assert 1 <= record["steps_run"] < 20000
+    assert out.read_text().count("<path") == 5  # levels 2 and 3: every stroke is there

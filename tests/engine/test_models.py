@@ -20,7 +20,7 @@ from open_clip.modified_resnet import ModifiedResNet  # noqa: E402
 from open_clip.transformer import VisionTransformer  # noqa: E402
 
 from clipasso_server.cli import main as cli_main  # noqa: E402
-from clipasso_server.engine import background, weights  # noqa: E402
+from clipasso_server.engine import background, model_specs, weight_check, weights  # noqa: E402
 from clipasso_server.engine.clip_models import (  # noqa: E402
     TEST_LOSS_MODEL,
     TEST_SALIENCY_MODEL,
@@ -29,7 +29,11 @@ from clipasso_server.engine.clip_models import (  # noqa: E402
     write_test_weights,
 )
 from clipasso_server.engine.device import pick_device  # noqa: E402
-from clipasso_server.engine.errors import MissingWeightsError, SettingsError  # noqa: E402
+from clipasso_server.engine.errors import (  # noqa: E402
+    MissingWeightsError,
+    SettingsError,
+    UnreadableWeightsError,
+)
 
 TEST_FILES = (f"{TEST_LOSS_MODEL}.safetensors", f"{TEST_SALIENCY_MODEL}.safetensors")
 
@@ -409,3 +413,186 @@ def test_background_mask_keeps_image_when_nothing_is_found(random_background_dir
     whitened = background.whiten_background(image, half)
     assert torch.equal(whitened[:, :, :15], torch.ones(3, 30, 15))
     assert torch.equal(whitened[:, :, 15:], image[:, :, 15:])
+
+
+# --- every weight file of a job at once (issue 15.1), what really failed (issue 10) -----------
+
+
+def _all_three():
+    from inkscape_clipasso.protocol import SketchSettings
+
+    return weight_check.job_models(SketchSettings(remove_background=True))
+
+
+def test_find_missing_lists_every_model_with_names_folders_and_addresses(clean_env, tmp_path):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    names = _all_three()
+    assert names == ["RN101", "ViT-B-32", weight_check.BACKGROUND_MODEL]
+    missing = weight_check.find_missing(names, empty, allow_download=True)
+    assert [entry.model for entry in missing] == names
+    assert all(entry.folders == (empty,) for entry in missing)
+    assert all("HF_HUB_OFFLINE" in entry.reason for entry in missing)
+    message = weight_check.missing_message(missing)
+    for part in (
+        "3 models",
+        "RN101.pt",
+        "RN101/open_clip_model.safetensors",
+        "ViT-B-32.pt",
+        background.BACKGROUND_FILE,
+        str(empty),
+        str(clean_env / ".cache" / "clip"),
+        str(clean_env / "torch" / "hub" / "checkpoints"),
+        model_specs.model_spec("RN101").url,
+        model_specs.model_spec("ViT-B-32").url,
+        background.BACKGROUND_URL,
+    ):
+        assert part in message, part
+    assert len(message.splitlines()) == 4  # a head line, then one line per model
+
+
+def test_store_resolves_every_file_before_loading_any(clean_env, tmp_path, test_weights_dir):
+    _copy_weights(test_weights_dir, tmp_path, TEST_LOSS_MODEL)
+    store = ModelStore("cpu", weights_dir=tmp_path, allow_download=False)
+    with pytest.raises(MissingWeightsError) as error:
+        store.require([TEST_LOSS_MODEL, TEST_SALIENCY_MODEL, "ViT-B-32"])
+    message = error.value.message
+    assert TEST_SALIENCY_MODEL in message and "ViT-B-32" in message
+    assert f"- {TEST_LOSS_MODEL}" not in message and "make-test-weights" in message
+    assert store.loaded() == []
+    _copy_weights(test_weights_dir, tmp_path, TEST_SALIENCY_MODEL)
+    found = store.require([TEST_LOSS_MODEL, TEST_SALIENCY_MODEL])
+    assert found[TEST_SALIENCY_MODEL].path == tmp_path / f"{TEST_SALIENCY_MODEL}.safetensors"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_servers_make_weights_missing_without_a_download(
+    clean_env, tmp_path, monkeypatch, capfd
+):
+    """Offline without HF_HUB_OFFLINE: one quick probe, no download library, no chatter."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, dead)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    weights._probe_cache.clear()
+    with pytest.raises(MissingWeightsError) as error:
+        ModelStore("cpu", weights_dir=tmp_path, allow_download=True).require(["RN101", "ViT-B-32"])
+    message = error.value.message
+    assert "Offline" in message and "huggingface.co" in message and "refused" in message
+    assert "RN101" in message and "ViT-B-32" in message
+    assert capfd.readouterr().err == ""
+    assert not (clean_env / "hf-hub").exists()
+    assert not (clean_env / ".cache" / "clip").exists()
+
+
+def test_unreachable_probe_answers_for_a_live_and_a_dead_server():
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        live = f"http://127.0.0.1:{server.server_address[1]}/x"
+        dead = f"http://127.0.0.1:{_closed_port()}/x"
+        assert weights.unreachable([live]) is None
+        assert weights.unreachable([dead, live]) is None
+        reason = weights.unreachable([dead])
+        assert reason is not None and "127.0.0.1" in reason
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_weight_check_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from clipasso_server.engine import weight_check as w; "
+        f"m = w.find_missing(['RN101', 'ViT-B-32', w.BACKGROUND_MODEL], {str(tmp_path)!r}, False); "
+        "assert len(m) == 3, m; w.missing_message(m); print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_a_damaged_file_is_unreadable_not_missing(clean_env, tmp_path):
+    (tmp_path / f"{TEST_LOSS_MODEL}.safetensors").write_bytes(b"not a safetensors file")
+    store = ModelStore("cpu", weights_dir=tmp_path, allow_download=False)
+    with pytest.raises(UnreadableWeightsError) as error:
+        store.loss_model(TEST_LOSS_MODEL)
+    assert error.value.code == "bad_weights"
+    assert "damaged" in error.value.message and "no weights found" not in error.value.message
+
+
+def test_a_wrong_hash_is_reported_as_damaged_by_find_missing(clean_env):
+    clip_dir = clean_env / ".cache" / "clip"
+    clip_dir.mkdir(parents=True)
+    (clip_dir / "RN101.pt").write_bytes(b"half a download")
+    [entry] = weight_check.find_missing(["RN101"], allow_download=False)
+    assert entry.damaged and "SHA-256" in entry.reason
+    with pytest.raises(UnreadableWeightsError) as error:
+        ModelStore("cpu", allow_download=False).require(["RN101"])
+    assert error.value.code == "bad_weights"
+
+
+def test_out_of_memory_while_loading_says_out_of_memory(test_weights_dir):
+    """A real allocation failure (an address-space limit) is not reported as missing weights."""
+    import subprocess
+    import sys
+
+    code = f"""
+import re, resource, torch
+from clipasso_server.engine.clip_models import ModelStore, _register_test_configs
+torch.set_num_threads(1)
+store = ModelStore("cpu", weights_dir={str(test_weights_dir)!r}, allow_download=False)
+store.model_version("{TEST_LOSS_MODEL}")
+_register_test_configs()
+size = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 1_000_000, resource.RLIM_INFINITY))
+try:
+    store.loss_model("{TEST_LOSS_MODEL}")
+except Exception as exc:
+    print(type(exc).__name__, getattr(exc, "code", ""))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.split() == ["OutOfMemoryError", "insufficient_memory"], done.stderr
+
+
+def test_a_failing_download_is_reported_once_without_the_librarys_retry_lines(
+    clean_env, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def download() -> Path:
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 8s [Retry 4/5].")
+        raise OSError("Network is unreachable")
+
+    with caplog.at_level(logging.WARNING), pytest.raises(MissingWeightsError) as error:
+        weights.resolve(_request(download, tmp_path), allow_download=True)
+    assert "Network is unreachable" in error.value.message
+    assert "Retrying" not in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -96,3 +97,23 @@ def test_coordinates_and_widths_match_the_strokes():
         style = dict(item.split(":") for item in path.get("style").split(";"))
         assert float(style["stroke-width"]) == pytest.approx(stroke.width, abs=5e-4)
         assert "stroke-opacity" not in style
+
+
+def test_metadata_records_steps_run_and_the_stop_reason():
+    finished = dataclasses.replace(_result(), stop_reason="budget", steps_run=6)
+    svg = result_to_svg(finished)
+    record = read_metadata(svg)
+    assert (record["steps_run"], record["stop_reason"]) == (6, "budget")
+    assert "partial" not in record and "unfinished" not in svg
+
+
+def test_a_partial_result_is_marked_unfinished_in_every_layer_and_the_metadata():
+    partial = dataclasses.replace(_result(), steps_run=4, partial=True, step=4)
+    root = ET.fromstring(result_to_svg(partial))
+    labels = [g.get(f"{{{INKSCAPE_NS}}}label") for g in root.findall(f"{{{SVG_NS}}}g")]
+    assert labels == ["1 stroke, unfinished (step 4 of 10)", "3 strokes, unfinished (step 4 of 10)"]
+    record = read_metadata(result_to_svg(partial))
+    assert (record["partial"], record["step"]) == (True, 4)
+    assert record["note"] == "unfinished (step 4 of 10)"
+    assert partial.to_json()["partial"] is True and partial.to_json()["step"] == 4
+    assert "partial" not in _result().to_json() and "stop_reason" not in _result().to_json()

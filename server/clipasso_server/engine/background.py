@@ -16,12 +16,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipasso_server.engine import weights
-from clipasso_server.engine.errors import MissingWeightsError
+from clipasso_server.engine.errors import load_failure
 
-BACKGROUND_MODEL = "deeplabv3_mobilenet_v3_large"
-#: torchvision's published checkpoint (COCO images, VOC labels); the name carries its hash
-BACKGROUND_URL = "https://download.pytorch.org/models/deeplabv3_mobilenet_v3_large-fc3c493d.pth"
-BACKGROUND_FILE = BACKGROUND_URL.rsplit("/", 1)[-1]
+# torchvision's published checkpoint (COCO images, VOC labels); the name carries its hash.
+# Defined where the torch-free weight check can read it.
+from clipasso_server.engine.weight_check import (  # noqa: F401 (re-exported)
+    BACKGROUND_FILE,
+    BACKGROUND_MODEL,
+    BACKGROUND_URL,
+    background_request,
+)
+
 NUM_CLASSES = 21
 
 #: the weights' evaluation preset: shorter side resized to 520, ImageNet statistics
@@ -31,27 +36,6 @@ _STD = (0.229, 0.224, 0.225)
 #: below this foreground share the model found no known object; masking would blank the
 #: whole picture, so the image is kept as it is
 MIN_FOREGROUND_FRACTION = 0.01
-
-
-def hub_checkpoint_dir() -> Path:
-    """torch hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints`` by default), read now."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _download() -> Path:
-    torch.hub.load_state_dict_from_url(BACKGROUND_URL, progress=False, check_hash=True)
-    return hub_checkpoint_dir() / BACKGROUND_FILE
-
-
-def background_request() -> weights.WeightRequest:
-    """Where the segmentation weights may be, for the shared resolver."""
-    return weights.WeightRequest(
-        model=f"background removal ({BACKGROUND_MODEL})",
-        file_names=(BACKGROUND_FILE,),
-        cache_paths=(hub_checkpoint_dir() / BACKGROUND_FILE,),
-        download=_download,
-        hint=f"It is torchvision's published checkpoint: {BACKGROUND_URL}",
-    )
 
 
 def build_segmentation_model() -> nn.Module:
@@ -106,9 +90,7 @@ def load_background_file(path: str | Path, device: torch.device | str = "cpu") -
         state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
     except Exception as exc:
-        raise MissingWeightsError(
-            f"cannot load {path} as the weights of {BACKGROUND_MODEL} ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise load_failure(exc, path, BACKGROUND_MODEL) from exc
     return BackgroundModel(network, torch.device(device), weights.file_version(path))
 
 

@@ -11,88 +11,48 @@ smoke checks; ``write_test_weights`` writes their files.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clipasso_server.engine import weights
+from clipasso_server.engine import weight_check, weights
 from clipasso_server.engine.batchnorm_folding import fold_batch_norms
 from clipasso_server.engine.device import pick_device
-from clipasso_server.engine.errors import MissingWeightsError, SettingsError
+from clipasso_server.engine.errors import (
+    EngineError,
+    OutOfMemoryError,
+    SettingsError,
+    is_out_of_memory,
+    load_failure,
+)
+from clipasso_server.engine.model_specs import (  # noqa: F401 (re-exported)
+    _SPECS,
+    RESNET,
+    TEST_LOSS_MODEL,
+    TEST_MODELS,
+    TEST_SALIENCY_MODEL,
+    VIT,
+    ModelSpec,
+    known_loss_models,
+    known_models,
+    known_saliency_models,
+    model_spec,
+    weight_request,
+)
 
-TEST_LOSS_MODEL = "test-tiny-rn"
-TEST_SALIENCY_MODEL = "test-tiny-vit"
 TEST_WEIGHTS_SEED = 20220501
-TEST_MODELS = (TEST_LOSS_MODEL, TEST_SALIENCY_MODEL)
 
 #: CLIP's image normalisation (OpenAI's dataset statistics)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-RESNET = "resnet"
-VIT = "vit"
-
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One supported model: its user-facing name, open_clip config and tower family."""
-
-    name: str
-    arch: str
-    kind: str
-    pretrained_tag: str | None = "openai"
-
-
-_SPECS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("RN50", "RN50-quickgelu", RESNET),
-        ModelSpec("RN101", "RN101-quickgelu", RESNET),
-        ModelSpec("ViT-B-32", "ViT-B-32-quickgelu", VIT),
-        ModelSpec("ViT-B-16", "ViT-B-16-quickgelu", VIT),
-        ModelSpec("ViT-L-14", "ViT-L-14-quickgelu", VIT),
-        ModelSpec(TEST_LOSS_MODEL, TEST_LOSS_MODEL, RESNET, None),
-        ModelSpec(TEST_SALIENCY_MODEL, TEST_SALIENCY_MODEL, VIT, None),
-    )
-}
-
-
-def known_models() -> list[str]:
-    """Every user-facing model name accepted, loss (ResNet) and saliency (ViT) alike."""
-    return list(_SPECS)
-
-
-def known_loss_models() -> list[str]:
-    """The names accepted as ``loss_model`` (ResNet towers)."""
-    return [name for name, spec in _SPECS.items() if spec.kind == RESNET]
-
-
-def known_saliency_models() -> list[str]:
-    """The names accepted as ``saliency_model`` (ViT towers)."""
-    return [name for name, spec in _SPECS.items() if spec.kind == VIT]
-
-
-def model_spec(name: str, kind: str | None = None) -> ModelSpec:
-    """The spec of ``name``; SettingsError for unknown names or the wrong tower family."""
-    spec = _SPECS.get(name)
-    if spec is None:
-        raise SettingsError(f"unknown model {name!r}; known models: {', '.join(known_models())}")
-    if kind is not None and spec.kind != kind:
-        role, names = (
-            ("loss model", known_loss_models())
-            if kind == RESNET
-            else ("saliency model", known_saliency_models())
-        )
-        raise SettingsError(f"{name!r} cannot be the {role}: use one of {', '.join(names)}")
-    return spec
 
 
 _config_lock = threading.Lock()
@@ -110,61 +70,13 @@ def _register_test_configs() -> None:
             _configs_registered = True
 
 
-def weight_request(spec: ModelSpec) -> weights.WeightRequest:
-    """Where ``spec``'s weights may be: file names, cache files, published hash, download."""
-    name = spec.name
-    if spec.pretrained_tag is None:
-        return weights.WeightRequest(
-            model=name,
-            file_names=(f"{name}.safetensors", f"{name}.bin"),
-            hint="Write the test models' weights with `clipasso make-test-weights DIR`.",
-        )
-    from open_clip.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(spec.arch, spec.pretrained_tag)
-    url: str = cfg["url"]
-    openai_file = url.rsplit("/", 1)[-1]
-    published = url.split("/")[-2]
-    repo = cfg["hf_hub"].strip("/")
-    hf_paths = [weights.hf_cached_file(repo, filename) for filename in _HF_FILES]
-    clip_paths = [d / openai_file for d in weights.clip_cache_dirs()]
-    return weights.WeightRequest(
-        model=name,
-        file_names=(
-            openai_file,
-            f"{name}.safetensors",
-            f"{name}.bin",
-            f"{name}.pth",
-            *(f"{name}/{filename}" for filename in _HF_FILES),
-        ),
-        cache_paths=(*(p for p in hf_paths if p is not None), *clip_paths),
-        published_sha256={openai_file: published},
-        download=lambda: _download_openai(repo, url),
-    )
-
-
-def _download_openai(repo: str, url: str) -> Path:
-    """Fetch OpenAI's weights: from the Hugging Face hub (safetensors), else OpenAI's URL.
-
-    Both land in the standard caches (the HF cache, ``~/.cache/clip``), where the next
-    resolution finds them without any network.
-    """
-    from open_clip.pretrained import download_pretrained_from_hf, download_pretrained_from_url
-
-    try:
-        return Path(download_pretrained_from_hf(repo))
-    except Exception as hf_error:
-        try:
-            return Path(download_pretrained_from_url(url))
-        except Exception as url_error:
-            raise RuntimeError(f"{hf_error}; then {url}: {url_error}") from url_error
-
-
 def load_visual(spec: ModelSpec, weight_file: weights.WeightFile) -> nn.Module:
     """Build ``spec``'s open_clip model from ``weight_file`` and keep its visual tower, frozen.
 
     TorchScript archives (OpenAI's ``.pt``) are only unpickled when their hash matched the
     published one (``trusted_archive``); every other file is loaded with ``weights_only``.
+    A failure says what failed: out of memory, or a file that is not these weights
+    (UnreadableWeightsError), never "missing".
     """
     import open_clip
 
@@ -177,10 +89,7 @@ def load_visual(spec: ModelSpec, weight_file: weights.WeightFile) -> nn.Module:
             device="cpu",
         )
     except Exception as exc:
-        raise MissingWeightsError(
-            f"cannot load {weight_file.path} as the weights of model {spec.name} "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
+        raise load_failure(exc, weight_file.path, spec.name) from exc
     visual = model.visual
     del model
     visual.eval()
@@ -257,12 +166,15 @@ class LossModel:
 
 
 def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast on CUDA GPUs that support it ("auto"), never on CPU/MPS."""
+    """bf16 autocast on CUDA GPUs that support it ("auto"); "bf16" asks for it on any device
+    (the CPU too: tests run the mixed-precision path there with ``--dtype bfloat16``)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise SettingsError(f"unknown precision {precision!r}: use 'auto', 'fp32' or 'bf16'")
+    if precision == "bf16":
+        return torch.bfloat16
     if precision == "fp32" or device.type != "cuda":
         return None
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
+    if torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
@@ -362,13 +274,22 @@ class ModelStore:
 
     def weight_file(self, name: str) -> weights.WeightFile:
         """Resolve (once) the weight file of model ``name``; downloads only if allowed."""
-        spec = model_spec(name)
+        return self.require([name])[name]
+
+    def require(self, names: list[str]) -> dict[str, weights.WeightFile]:
+        """Resolve the weight files of all ``names`` at once, before any is loaded or
+        downloaded: one MissingWeightsError lists every model missing (see weight_check).
+
+        Names are CLIP model names or ``weight_check.BACKGROUND_MODEL``;
+        ``weight_check.job_models(config)`` gives those of a job.
+        """
         with self._lock:
-            if name not in self._files:
-                self._files[name] = weights.resolve(
-                    weight_request(spec), self.weights_dir, self.allow_download
+            todo = [name for name in names if name not in self._files]
+            if todo:
+                self._files.update(
+                    weight_check.resolve_all(todo, self.weights_dir, self.allow_download)
                 )
-            return self._files[name]
+            return {name: self._files[name] for name in names}
 
     def model_version(self, name: str) -> str:
         """``sha256:<12 hex>`` of the model's weight file, without loading the model."""
@@ -382,10 +303,11 @@ class ModelStore:
         spec = model_spec(name, RESNET)
         with self._lock:
             if name not in self._loss:
-                visual = load_visual(spec, self.weight_file(name))
-                self._loss[name] = LossModel(
-                    name, self.model_version(name), visual, self.device, self.precision
-                )
+                with _out_of_memory_said(name, self.device):
+                    visual = load_visual(spec, self.weight_file(name))
+                    self._loss[name] = LossModel(
+                        name, self.model_version(name), visual, self.device, self.precision
+                    )
             return self._loss[name]
 
     def saliency_model(self, name: str) -> SaliencyModel:
@@ -393,10 +315,11 @@ class ModelStore:
         spec = model_spec(name, VIT)
         with self._lock:
             if name not in self._saliency:
-                visual = load_visual(spec, self.weight_file(name))
-                self._saliency[name] = SaliencyModel(
-                    name, self.model_version(name), visual, self.device
-                )
+                with _out_of_memory_said(name, self.device):
+                    visual = load_visual(spec, self.weight_file(name))
+                    self._saliency[name] = SaliencyModel(
+                        name, self.model_version(name), visual, self.device
+                    )
             return self._saliency[name]
 
     def background_mask(self, image: Tensor) -> Tensor:
@@ -405,9 +328,9 @@ class ModelStore:
 
         with self._lock:
             if self._background is None:
-                self._background = background.load_background_model(
-                    self.device, self.weights_dir, self.allow_download
-                )
+                path = self.weight_file(weight_check.BACKGROUND_MODEL).path
+                with _out_of_memory_said(weight_check.BACKGROUND_MODEL, self.device):
+                    self._background = background.load_background_file(path, self.device)
             model = self._background
         return model.mask(image)
 
@@ -424,6 +347,22 @@ class ModelStore:
         return f"{name} {self.model_version(name)}"
 
 
+@contextlib.contextmanager
+def _out_of_memory_said(name: str, device: torch.device) -> Iterator[None]:
+    """Turn an allocation failure while a model moves to its device into OutOfMemoryError."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise OutOfMemoryError(
+                f"out of memory while loading model {name} onto {device}: free some memory "
+                f"or use a device with more ({type(exc).__name__}: {exc})"
+            ) from exc
+        raise
+
+
 def write_test_weights(directory: str | Path) -> list[Path]:
     """Write the tiny test models' weights into ``directory``; same bytes on every run.
 
@@ -438,7 +377,7 @@ def write_test_weights(directory: str | Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for offset, name in enumerate(TEST_MODELS):
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _without_random_init_warning():
             torch.manual_seed(TEST_WEIGHTS_SEED + offset)
             model = open_clip.create_model(_SPECS[name].arch, device="cpu")
             _randomise_batch_norms(model)
@@ -452,6 +391,24 @@ def write_test_weights(directory: str | Path) -> list[Path]:
         os.replace(partial, path)
         written.append(path)
     return written
+
+
+class _RandomInitFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _without_random_init_warning() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning
+    (logged on the root logger): random weights are what the test models are."""
+    root = logging.getLogger()
+    quiet = _RandomInitFilter()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 @torch.no_grad()

@@ -40,6 +40,48 @@ class MissingWeightsError(EngineError):
     code = "missing_weights"
 
 
+class UnreadableWeightsError(MissingWeightsError):
+    """A weight file exists but cannot be loaded: damaged, truncated, or another model's.
+
+    Not "missing": the user must replace that file, not look for one, so it has its own code.
+    It is a MissingWeightsError all the same (no usable weights), so callers that fall back
+    when weights are unavailable keep doing so.
+    """
+
+    code = "bad_weights"
+
+
+class OutOfMemoryError(EngineError):
+    """Loading a model or running a job needed more memory than the device had free."""
+
+    code = "insufficient_memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for Python's MemoryError and for torch's allocation failures (CUDA's
+    ``OutOfMemoryError`` and the CPU allocator's RuntimeError), told apart without torch."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def load_failure(exc: BaseException, path: object, model: str) -> EngineError:
+    """The engine error for ``exc``, raised while loading the existing file ``path``: out of
+    memory when it was that, else an unreadable file, naming the file and what went wrong."""
+    if is_out_of_memory(exc):
+        return OutOfMemoryError(
+            f"out of memory while loading {path} (model {model}): free some memory or use "
+            f"a device with more ({type(exc).__name__}: {exc})"
+        )
+    return UnreadableWeightsError(
+        f"cannot load {path} as the weights of model {model}: the file is damaged, "
+        f"incomplete or another model's; delete or replace it ({type(exc).__name__}: {exc})"
+    )
+
+
 class RendererUnavailableError(EngineError):
     """The renderer that was asked for cannot be used here (diffvg not installed...)."""
 
@@ -47,4 +89,13 @@ class RendererUnavailableError(EngineError):
 
 
 class Cancelled(Exception):  # noqa: N818 (a signal, not an error)
-    """Raised inside the optimisation loop when the caller's cancellation check says stop."""
+    """Raised inside the optimisation loop when the caller's cancellation check says stop.
+
+    ``snapshot`` is the best result so far when there is one (a partial ``SketchResult`` with
+    ``stop_reason`` "cancel", from ``sketch()``), so a caller can keep the strokes computed.
+    """
+
+    def __init__(self, message: str = "cancelled", snapshot: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.snapshot = snapshot

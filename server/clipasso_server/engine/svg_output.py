@@ -59,11 +59,20 @@ def level_label(strokes: int) -> str:
     return f"{strokes} stroke" if strokes == 1 else f"{strokes} strokes"
 
 
+def unfinished_note(result: SketchResult) -> str | None:
+    """ "unfinished (step k of N)" for a partial result (the extension's wording), else None."""
+    if not result.partial:
+        return None
+    return f"unfinished (step {result.step} of {result.settings.get('iterations')})"
+
+
 def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
     """The result as a standalone SVG document (text, UTF-8, with an XML declaration).
 
     ``image_href`` adds the source image as a locked bottom layer (a file path or a ``data:``
-    URI), so the sketch opens over its photo.
+    URI), so the sketch opens over its photo. The metadata records the steps run and why the
+    optimisation stopped; a partial result says "unfinished (step k of N)" in its metadata
+    and in every layer's name, so it is never mistaken for a finished sketch.
     """
     width, height = result.image_width, result.image_height
     root = ET.Element(
@@ -83,11 +92,15 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
         "models": result.models,
         "device": result.device,
         "steps_run": result.steps_run,
+        "stop_reason": result.stop_reason,
         "levels": [
             {"strokes": level.strokes, "seed": level.seed, "loss": level.loss}
             for level in result.levels
         ],
     }
+    note = unfinished_note(result)
+    if note is not None:
+        record.update(partial=True, step=result.step, note=note)
     info = ET.SubElement(metadata, f"{{{CLIPASSO_NS}}}result")
     info.text = json.dumps(record, sort_keys=True)
 
@@ -126,7 +139,8 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
             {
                 "id": f"clipasso-level-{level.strokes}",
                 f"{{{INKSCAPE_NS}}}groupmode": "layer",
-                f"{{{INKSCAPE_NS}}}label": level_label(level.strokes),
+                f"{{{INKSCAPE_NS}}}label": level_label(level.strokes)
+                + ("" if note is None else f", {note}"),
                 f"{{{CLIPASSO_NS}}}strokes": str(level.strokes),
                 f"{{{CLIPASSO_NS}}}seed": str(level.seed),
                 f"{{{CLIPASSO_NS}}}loss": repr(level.loss),

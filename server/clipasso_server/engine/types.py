@@ -30,6 +30,8 @@ class SketchConfig:
     renderer: str = "auto"
     remove_background: bool = False
     seed: int = 0
+    #: wall time of the whole ``sketch()`` call, model loading included (the user chose a
+    #: total time): the engine runs as many steps as fit and returns the best iterate
     time_budget_s: float | None = None
     # Engine-only knobs (not in the protocol):
     canvas: int = 224
@@ -107,7 +109,13 @@ class LevelResult:
 
 @dataclass(frozen=True)
 class SketchResult:
-    """All levels of one job, with what is needed to reproduce it."""
+    """All levels of one job, with what is needed to reproduce it.
+
+    ``stop_reason`` says why the optimisation stopped (one of the protocol's STOP_REASONS:
+    "iterations", "plateau", "budget", "cancel"); None while it is still running. A partial
+    result (``partial=True``) holds the best strokes found by step ``step`` of a job that has
+    not finished: a snapshot of a running job, or what a cancelled one had reached.
+    """
 
     image_width: int
     image_height: int
@@ -118,10 +126,13 @@ class SketchResult:
     device: str
     steps_run: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None
+    partial: bool = False
+    step: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The protocol's result fields except ``id`` and ``svg``."""
-        return {
+        data = {
             "image": {"width": self.image_width, "height": self.image_height},
             "levels": [level.to_json() for level in self.levels],
             "settings": self.settings,
@@ -130,16 +141,32 @@ class SketchResult:
             "device": self.device,
             "steps_run": self.steps_run,
         }
+        if self.stop_reason is not None:
+            data["stop_reason"] = self.stop_reason
+        if self.partial:
+            data["partial"] = True
+            data["step"] = self.step
+        return data
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a running job stands; given to the progress callback after each step."""
+    """Where a running job stands; given to the progress callback after each step.
+
+    Plain data (no tensors), so it can cross a process pipe. ``step_time_s`` is the measured
+    seconds per step (None before the first step ended); ``planned_steps`` how many steps the
+    engine expects to run in all: ``total``, or fewer when a time budget allows fewer.
+    ``snapshot`` is set on evaluation steps at most about once per second (see ``sketch()``):
+    the best strokes of every level so far, a partial :class:`SketchResult`; None otherwise.
+    """
 
     step: int
     total: int
     best_loss: dict[int, float]  # level (stroke count) -> best evaluation loss so far
     elapsed_s: float
+    step_time_s: float | None = None
+    planned_steps: int | None = None
+    snapshot: SketchResult | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -9,14 +9,20 @@ plus what they need to load it safely.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipasso_server.engine.errors import MissingWeightsError
+from clipasso_server.engine.errors import MissingWeightsError, UnreadableWeightsError
 
 WEIGHTS_ENV = "CLIPASSO_WEIGHTS"
 
@@ -97,6 +103,82 @@ def downloads_disabled() -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+#: how long a reachability probe may take, and how long its answer is trusted
+PROBE_TIMEOUT_S = 3.0
+PROBE_TTL_S = 60.0
+_probe_lock = threading.Lock()
+_probe_cache: dict[str, tuple[float, str | None]] = {}
+
+
+def _probe(url: str, timeout: float) -> str | None:
+    """None when ``url``'s server answers at all (any HTTP status), else why not."""
+    request = urllib.request.Request(url, method="HEAD")
+    opener = urllib.request.build_opener()  # reads the proxy settings now, not at first use
+    try:
+        with opener.open(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # the server answered: downloads can reach it
+    except urllib.error.URLError as exc:
+        return str(getattr(exc.reason, "strerror", None) or exc.reason)
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+
+
+def unreachable(urls: Sequence[str], timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when any of ``urls`` can be reached now, else a short reason naming their hosts.
+
+    Asked before any download so that an offline machine fails in seconds instead of
+    through a download library's minute of retries. One HEAD request per URL, all in parallel
+    and through the user's proxy settings, each capped at ``timeout`` (name resolution
+    included); answers are remembered for a minute.
+    """
+    now = time.monotonic()
+    answers: dict[str, str | None] = {}
+    with _probe_lock:
+        for url in urls:
+            cached = _probe_cache.get(url)
+            if cached is not None and now - cached[0] < PROBE_TTL_S:
+                answers[url] = cached[1]
+    pending = [url for url in urls if url not in answers]
+    threads = []
+    for url in pending:
+        answers[url] = f"no answer within {timeout:g} s"
+
+        def ask(url: str = url) -> None:
+            answers[url] = _probe(url, timeout)
+
+        thread = threading.Thread(target=ask, name="clipasso-probe", daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = now + timeout + 0.5
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with _probe_lock:
+        for url in pending:
+            _probe_cache[url] = (time.monotonic(), answers[url])
+    if any(answers[url] is None for url in urls):
+        return None
+    hosts = sorted({urllib.parse.urlsplit(url).netloc for url in urls})
+    reasons = sorted({str(answers[url]) for url in urls})
+    return f"{' and '.join(hosts)} cannot be reached ({'; '.join(reasons)})"
+
+
+@contextlib.contextmanager
+def quiet_download_libraries() -> Iterator[None]:
+    """Silence the download libraries' warnings and retry lines for the duration: a failed
+    download is reported once, by us, with what to do about it."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "urllib3", "filelock")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def weights_dirs(weights_dir: str | Path | None) -> list[tuple[Path, str]]:
     """The explicit directories, in order: the setting or flag, then ``$CLIPASSO_WEIGHTS``."""
     dirs: list[tuple[Path, str]] = []
@@ -151,7 +233,7 @@ def _check_published(request: WeightRequest, path: Path) -> bool:
     actual = file_sha256(path)
     if actual.startswith(expected.lower()):
         return True
-    raise MissingWeightsError(
+    raise UnreadableWeightsError(
         f"{path} does not match the SHA-256 published for {request.model}'s {path.name} "
         f"(expected {expected[:16]}..., found {actual[:16]}...): the file is damaged, "
         f"incomplete or another model's; delete or replace it"
@@ -188,6 +270,18 @@ def missing_message(request: WeightRequest, weights_dir: str | Path | None, reas
     return f"{message}. {reason} {request.hint}".strip()
 
 
+def download(request: WeightRequest) -> WeightFile:
+    """Download ``request``'s file now, quietly, and check it against a published hash.
+
+    Raises whatever the download raised (callers decide what "not available" means).
+    """
+    if request.download is None:
+        raise MissingWeightsError(f"{request.model} is never downloaded")
+    with quiet_download_libraries():
+        path = Path(request.download())
+    return _found(request, path, ORIGIN_DOWNLOAD)
+
+
 def resolve(
     request: WeightRequest,
     weights_dir: str | Path | None = None,
@@ -209,9 +303,9 @@ def resolve(
         reason = "Downloads are switched off (HF_HUB_OFFLINE is set)."
     else:
         try:
-            path = Path(request.download())
+            return download(request)
+        except UnreadableWeightsError:
+            raise
         except Exception as exc:  # any network or server failure means "not available now"
             reason = f"The download failed ({type(exc).__name__}: {exc})."
-        else:
-            return _found(request, path, ORIGIN_DOWNLOAD)
     raise MissingWeightsError(missing_message(request, weights_dir, reason))

@@ -1,0 +1,338 @@
+"""The optimisation loop: Adam on the control points of B sketches, each keeping its best iterate.
+
+Four parts with one job each: :func:`step_loss` (what one step minimises), :class:`BestIterate`
+(each sketch's best evaluated iterate and whether it stopped improving), :class:`StepBudget`
+(how many steps fit in the time left) and :func:`optimise`, the loop tying them together.
+
+Randomness is arranged so that a sketch's trajectory does not depend on the other sketches in
+the batch: the views come from one job generator, and each sketch's loss is its own (the batch
+objective is their sum, so each gradient is that sketch's alone).
+
+Evaluation reuses the step's forward pass: the loss of the plain (unaugmented) view at step
+``k`` is the evaluation loss of the points before that step's update, so evaluating every
+``eval_every`` steps costs no extra forward; only the final iterate needs one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipasso_server.engine import augment
+from clipasso_server.engine.errors import Cancelled
+from clipasso_server.engine.losses import clip_loss
+from clipasso_server.engine.types import StopCheck
+
+Features = tuple[Sequence[Tensor], Tensor]
+LossFunction = Callable[[Features, Features], Tensor]
+Renderer = Callable[..., Tensor]
+Clock = Callable[[], float]
+
+#: the budget keeps this share of one step free after the last step, for the final
+#: evaluation (one forward of the plain sketches) and the result's assembly
+FINAL_RESERVE = 0.25
+
+
+class FeatureModel(Protocol):
+    """What the loop needs of a loss model: ``LossModel`` is one."""
+
+    input_size: int
+
+    def features(self, images: Tensor) -> Features: ...
+
+
+def resize(images: Tensor, size: int) -> Tensor:
+    """[N,3,H,W] -> [N,3,size,size]; identity when already that size."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+
+
+def _split(features: Features, count: int) -> tuple[Features, Features]:
+    maps, embedding = features
+    head = ([m[:count] for m in maps], embedding[:count])
+    tail = ([m[count:] for m in maps], embedding[count:])
+    return head, tail
+
+
+def _group(features: Features, views: int) -> Features:
+    """Features of [views*N] images -> leading [views, N] for broadcasting against the photo."""
+    maps, embedding = features
+    return (
+        [m.reshape(views, -1, *m.shape[1:]) for m in maps],
+        embedding.reshape(views, -1, *embedding.shape[1:]),
+    )
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """How control points become pixels: the renderer and what it draws with."""
+
+    renderer: Renderer
+    width: float
+    color: Tensor  # RGBA [4] on the device
+    stroke_mask: Tensor  # [B,S] bool on the device
+    canvas: int
+
+    def __call__(self, points: Tensor) -> Tensor:
+        """[B,S,4,2] canvas px -> [B,3,C,C] in [0,1]."""
+        return self.renderer(
+            points, self.width, self.color, self.canvas, self.canvas, self.stroke_mask
+        )
+
+
+class Target:
+    """The photo as the loss sees it: its plain features, computed once per job.
+
+    ``loss_fn(sketch_features, photo_features) -> per-image loss`` defaults to CLIPasso's
+    loss; with ``loss_model`` it is the hook that lets other objectives drive the same loop
+    (any object with ``input_size`` and ``features(images)`` works).
+    """
+
+    def __init__(
+        self, photo: Tensor, loss_model: FeatureModel, loss_fn: LossFunction = clip_loss
+    ) -> None:
+        self.photo = photo[None].to(torch.float32)  # [1,3,C,C]
+        self.canvas = int(photo.shape[-1])
+        self.size = int(loss_model.input_size)
+        self.loss_model = loss_model
+        self.loss_fn = loss_fn
+        with torch.no_grad():
+            self.plain = loss_model.features(resize(self.photo, self.size))
+        self._grids: augment.GridMaker | None = None
+
+    def view_grid(self, count: int, generator: torch.Generator | None) -> Tensor | None:
+        """``count`` random views as a sampling grid [count,size,size,2]; None for none."""
+        if count == 0:
+            return None
+        if self._grids is None:
+            self._grids = augment.GridMaker(self.canvas, self.size, self.photo.device)
+        return self._grids(augment.random_views(count, self.canvas, self.size, generator))
+
+    @torch.no_grad()
+    def evaluate(self, sketches: Tensor) -> Tensor:
+        """Rendered sketches [B,3,C,C] -> evaluation loss [B] (plain view, no augmentation)."""
+        features = self.loss_model.features(resize(sketches, self.size))
+        return self.loss_fn(features, self.plain)
+
+
+def step_loss(sketches: Tensor, target: Target, grid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Rendered sketches [B,3,C,C] -> (training loss [B], plain loss [B]).
+
+    The training loss averages the plain pair and one pair per view of ``grid``; the same grid
+    warps the sketches and the photo, so each pair is compared under the same view. The plain
+    loss is the evaluation loss of this iterate. One forward pass carries every sketch image;
+    the photo's views need no gradient and go through a separate no-grad pass.
+    """
+    count = int(sketches.shape[0])
+    batch = resize(sketches, target.size)
+    if grid is not None:
+        batch = torch.cat([batch, augment.apply_views(sketches, grid).flatten(0, 1)])
+    plain, views = _split(target.loss_model.features(batch), count)
+    plain_loss = target.loss_fn(plain, target.plain)
+    if grid is None:
+        return plain_loss, plain_loss
+    augmentations = int(grid.shape[0])
+    with torch.no_grad():
+        photo_views = target.loss_model.features(
+            augment.apply_views(target.photo, grid).flatten(0, 1)
+        )
+    view_loss = target.loss_fn(_group(views, augmentations), _group(photo_views, augmentations))
+    return (plain_loss + view_loss.sum(dim=0)) / (1 + augmentations), plain_loss
+
+
+class BestIterate:
+    """Each sketch's best evaluated iterate so far, and whether it has stopped improving.
+
+    A sketch whose last ``patience`` evaluations brought no improvement is *frozen*: the loop
+    stops moving it (None: never). ``points`` [B,S,4,2] stays on the iterates' device.
+    """
+
+    def __init__(self, points: Tensor, patience: int | None = None) -> None:
+        count = int(points.shape[0])
+        self.points = points.detach().clone()
+        self.loss = [math.inf] * count
+        self.patience = patience
+        self._stale = [0] * count
+
+    def update(self, losses: Sequence[float], iterate: Tensor) -> None:
+        """Record the evaluation ``losses`` [B] of ``iterate`` [B,S,4,2]."""
+        improved = [v < b for v, b in zip(losses, self.loss, strict=True)]
+        for i, (better, value) in enumerate(zip(improved, losses, strict=True)):
+            if better:
+                self.loss[i], self._stale[i] = float(value), 0
+            else:
+                self._stale[i] += 1
+        mask = torch.tensor(improved, device=self.points.device).view(-1, 1, 1, 1)
+        self.points.copy_(torch.where(mask, iterate.detach(), self.points))
+
+    @property
+    def frozen(self) -> list[bool]:
+        """Per sketch: has it stopped improving (plateau)?"""
+        if self.patience is None:
+            return [False] * len(self.loss)
+        return [s >= self.patience for s in self._stale]
+
+
+class StepBudget:
+    """How many more steps fit before ``deadline`` (a ``clock()`` value; None: no limit).
+
+    The step time is measured, not guessed: the mean over the steps after the first (the first
+    carries one-time costs such as allocator warm-up), or the first step's time until a second
+    one ran. Another step is allowed when it and the final evaluation end before the deadline.
+    """
+
+    def __init__(self, deadline: float | None, clock: Clock = time.perf_counter) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self._begun: float | None = None
+        self._first_done: float | None = None
+        self._last_done: float | None = None
+        self.steps = 0
+
+    def begin(self) -> None:
+        self._begun = self.clock()
+
+    def step_done(self) -> None:
+        now = self.clock()
+        self.steps += 1
+        if self.steps == 1:
+            self._first_done = now
+        self._last_done = now
+
+    @property
+    def step_time_s(self) -> float | None:
+        """Measured seconds per step; None before the first step ended."""
+        if self.steps == 0 or self._begun is None:
+            return None
+        if self.steps == 1:
+            return max(0.0, self._first_done - self._begun)
+        return max(0.0, (self._last_done - self._first_done) / (self.steps - 1))
+
+    def allows_another(self) -> bool:
+        if self.deadline is None:
+            return True
+        step = self.step_time_s
+        if step is None:
+            return self.clock() < self.deadline
+        return self.clock() + (1 + FINAL_RESERVE) * step <= self.deadline
+
+    def planned(self, iterations: int) -> int:
+        """min(iterations, the steps run plus those that still fit)."""
+        step = self.step_time_s
+        if self.deadline is None or step is None:
+            return iterations
+        room = self.deadline - self.clock() - FINAL_RESERVE * step
+        fits = math.floor(room / step) if step > 0 else iterations
+        return max(self.steps, min(iterations, self.steps + max(0, fits)))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's knobs; the defaults are the reference's."""
+
+    iterations: int
+    eval_every: int = 10
+    augmentations: int = 4
+    learning_rate: float = 1.0
+    #: freeze a sketch once this many evaluations in a row bring no improvement (None: never)
+    plateau_patience: int | None = None
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What the loop tells ``on_step`` after each step (``best`` is live, not a copy)."""
+
+    step: int  # steps run so far
+    best: BestIterate
+    evaluated: bool  # this step evaluated an iterate
+    step_time_s: float | None
+    planned_steps: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the loop found: the best iterate and its evaluation loss per sketch (on the CPU)."""
+
+    points: Tensor  # [B,S,4,2] canvas px
+    loss: Tensor  # [B] float64
+    steps_run: int
+    stop_reason: str  # one of protocol.STOP_REASONS
+
+
+def _outcome(best: BestIterate, steps_run: int, reason: str) -> Outcome:
+    return Outcome(
+        best.points.cpu(), torch.tensor(best.loss, dtype=torch.float64), steps_run, reason
+    )
+
+
+def optimise(
+    target: Target,
+    points: Tensor,
+    drawing: Drawing,
+    settings: LoopSettings,
+    *,
+    generator: torch.Generator | None = None,
+    budget: StepBudget | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
+    should_stop: StopCheck | None = None,
+) -> Outcome:
+    """Optimise the control points [B,S,4,2] (canvas px) of B sketches of ``target``'s photo.
+
+    Returns each sketch's best iterate, how many steps ran and why the loop stopped:
+    "iterations", "plateau" (every sketch frozen), or "budget" (``budget`` says the next step
+    would not fit). ``should_stop`` is checked before every step; when it says so, Cancelled
+    is raised carrying the best ``Outcome`` so far (stop reason "cancel") as its snapshot, or
+    None when no step ran.
+    """
+    device = target.photo.device
+    points = points.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([points], lr=settings.learning_rate)
+    best = BestIterate(points, settings.plateau_patience)
+    budget = budget or StepBudget(None)
+    budget.begin()
+    frozen: Tensor | None = None
+    steps_run, reason = 0, "iterations"
+    for step in range(settings.iterations):
+        if should_stop is not None and should_stop():
+            snapshot = _outcome(best, steps_run, "cancel") if steps_run else None
+            raise Cancelled(f"cancelled before step {step + 1} of {settings.iterations}", snapshot)
+        if not budget.allows_another():
+            reason = "budget"
+            break
+        grid = target.view_grid(settings.augmentations, generator)
+        loss, plain = step_loss(drawing(points), target, grid)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        evaluating = step % settings.eval_every == 0
+        before = points.detach().clone() if evaluating or frozen is not None else None
+        if frozen is not None:
+            points.grad.masked_fill_(frozen.view(-1, 1, 1, 1), 0.0)
+        optimizer.step()
+        if frozen is not None:
+            with torch.no_grad():
+                points.copy_(torch.where(frozen.view(-1, 1, 1, 1), before, points))
+        steps_run = step + 1
+        if evaluating:
+            best.update(plain.detach().to("cpu", torch.float64).tolist(), before)
+            if any(best.frozen):
+                frozen = torch.tensor(best.frozen, device=device)
+        budget.step_done()
+        if on_step is not None:
+            planned = budget.planned(settings.iterations)
+            on_step(StepReport(steps_run, best, evaluating, budget.step_time_s, planned))
+        if all(best.frozen):
+            reason = "plateau"
+            break
+
+    with torch.no_grad():
+        final = drawing(points)
+        best.update(target.evaluate(final).to("cpu", torch.float64).tolist(), points.detach())
+    return _outcome(best, steps_run, reason)
