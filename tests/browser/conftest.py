@@ -1,0 +1,77 @@
+"""Fixtures for the web page's tests: real in-process daemons (tiny models) on loopback sockets
+and one headless Debian Chromium driven by Playwright for the session.
+
+Playwright's own browser download is not used: it launches ``/usr/bin/chromium`` (the apt
+package ``chromium``, which `make test` installs). Without it the browser tests are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("aiohttp")
+
+# the daemon tests' helpers: the urllib client, tiny job settings, the in-process daemon
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+
+from daemon_helpers import Client, DaemonThread
+
+CHROMIUM = os.environ.get("CLIPASSO_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def start_daemon(tmp_path, model_store):
+    """Factory: ``start_daemon(**config) -> (Client, Daemon)``; stopped after the test."""
+    from clipasso_server.daemon.config import DaemonConfig
+
+    running = []
+
+    def start(**overrides: Any):
+        options = {"port": 0, "device": "cpu", "state_dir": tmp_path / f"state-{len(running)}"}
+        options.update(overrides)
+        thread = DaemonThread(DaemonConfig(**options), model_store)
+        url = thread.start()
+        running.append(thread)
+        return Client(url, overrides.get("token")), thread.daemon
+
+    yield start
+    for thread in running:
+        thread.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page (its own sessionStorage) that accepts downloads; script errors collected
+    in ``page.console_errors``."""
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda message: _note_console(page, message))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    yield page
+    context.close()
+
+
+def _note_console(page, message) -> None:
+    # A 409 before the first snapshot (or a 401 before the token) is the API at work, and
+    # Chromium logs each as "Failed to load resource"; any other error is the page's fault.
+    if message.type == "error" and not message.text.startswith("Failed to load resource"):
+        page.console_errors.append(message.text)
