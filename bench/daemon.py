@@ -21,6 +21,13 @@ printed), which on 2 cores took the slowdown to ~10-20 %.
                            [--clip-weights DIR --loss-model RN101 --saliency-model ViT-B-32]
                            [--out bench/results/daemon.json] [--quick]
 
+It does so for each of ``--backends`` (default: the in-process ``thread`` and a worker
+``process``), so the two slowdowns compare, and then, both daemons up at once, runs quiet jobs
+alternating between them (the worker process's own cost against the thread). With
+``--workers-bench`` (default) it also measures the process workers: the HTTP process's memory
+(no torch in it) against a worker's, the time from a worker's SIGKILL to the next job's first
+step, and two jobs on two CPU workers at once against one worker running them in turn.
+
 Without --clip-weights it uses the tiny test models (their weights are written first).
 --quick is a smoke run (2 levels, 1 seed, 20 iterations, 1 repeat).
 """
@@ -187,10 +194,13 @@ def poll_cost(job_url: str, pid: int, polls: int = 2000) -> dict[str, Any]:
     return cost
 
 
-def start_daemon(args: argparse.Namespace, weights: Path, state: Path) -> tuple[Any, str]:
+def start_daemon(
+    args: argparse.Namespace, weights: Path, state: Path, *extra: str
+) -> tuple[Any, str]:
     command = [
         sys.executable, "-m", "clipasso_server.cli", "serve", "--port", "0",
         "--device", args.device, "--state-dir", str(state), "--clip-weights", str(weights),
+        *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
@@ -199,6 +209,185 @@ def start_daemon(args: argparse.Namespace, weights: Path, state: Path) -> tuple[
         process.kill()
         raise RuntimeError(f"the daemon did not start: {line!r}")
     return process, match.group(1)
+
+
+def wait_workers_ready(base: str, timeout: float = 300.0) -> dict[str, Any]:
+    """Poll the health until no worker is starting; the health body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, health = _call(f"{base}/v1/health")
+        if all(w["state"] != "starting" for w in health.get("workers", [])):
+            return health
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not start: {health}")
+        time.sleep(0.1)
+
+
+def polling(
+    args: argparse.Namespace, weights: Path, temp: str, settings: dict, backend: str
+) -> dict[str, Any]:
+    """The paired quiet/polled runs on one backend; the report (and prints the table)."""
+    state = Path(temp) / f"state-{backend}"
+    process, base = start_daemon(args, weights, state, "--backend", backend)
+    try:
+        health = wait_workers_ready(base)
+        # warm-up: loads the models; not measured
+        run_job(base, _png(), {**settings, "iterations": 3, "seed": 999}, None)
+        rows: list[dict[str, Any]] = []
+        job = 0
+        for repeat in range(args.repeats):
+            # alternate the order so that drift (heat, other load) does not favour one side
+            order = (None, args.poll_rate) if repeat % 2 == 0 else (args.poll_rate, None)
+            for rate in order:
+                job += 1
+                row = run_job(base, _png(f"{backend}-{job}"), settings, rate)
+                rows.append({"repeat": repeat, "poll_rate_asked": rate or 1.0, **row})
+        # the last job has finished: what a poll costs with the engine idle
+        cost = poll_cost(f"{base}/v1/jobs/{row['id']}", process.pid)
+    finally:
+        process.terminate()
+        process.wait(60)
+    return summarise_polling(args, settings, health, rows, cost, backend)
+
+
+def _rss(pid: int) -> int | None:
+    from clipasso_server.daemon.worker_process import rss_bytes
+
+    return rss_bytes(pid)
+
+
+def _has_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text(errors="replace")
+
+
+def workers_bench(
+    args: argparse.Namespace, weights: Path, temp: str, settings: dict
+) -> dict[str, Any]:
+    """Process workers: the HTTP process's memory without torch, the time from a worker's
+    death to the next job's first step, and two CPU workers running two jobs at once against
+    one worker running them one after the other."""
+    report: dict[str, Any] = {}
+    process, base = start_daemon(args, weights, Path(temp) / "state-one", "--workers", "1")
+    try:
+        health = wait_workers_ready(base)
+        run_job(base, _png("warm"), {**settings, "iterations": 3, "seed": 998}, None)
+        _, health = _call(f"{base}/v1/health")
+        worker = health["workers"][0]
+        report["memory"] = {
+            "http_process_rss_bytes": _rss(process.pid),
+            "http_process_has_torch": _has_torch(process.pid),
+            "worker_rss_bytes": _rss(worker["pid"]),
+            "worker_has_torch": _has_torch(worker["pid"]),
+        }
+        # two jobs, one worker: one after the other
+        started = time.perf_counter()
+        pair = _run_together(base, settings, "one")
+        report["one_worker_two_jobs_wall_s"] = time.perf_counter() - started
+        report["one_worker_step_ms"] = [r["step_ms"] for r in pair]
+        # a worker's death: SIGKILL during a job, then the next job's first step
+        _status, doomed = _call(
+            f"{base}/v1/jobs", "POST", _request(_png("doomed"), {**settings, "iterations": 5000})
+        )
+        _wait_status(base, doomed["id"], lambda s: s["step"] >= 1)
+        killed_at = time.perf_counter()
+        os.kill(worker["pid"], 9)
+        _, after = _call(f"{base}/v1/jobs", "POST", _request(_png("after"), settings))
+        ready_s = None
+        while True:
+            _, health = _call(f"{base}/v1/health")
+            if (
+                ready_s is None
+                and health["workers"][0]["restarts"] == 1
+                and (health["workers"][0]["state"] != "starting")
+            ):
+                ready_s = time.perf_counter() - killed_at
+            _, state = _call(f"{base}/v1/jobs/{after['id']}")
+            if state["step"] >= 1:
+                break
+            time.sleep(0.02)
+        report["death"] = {
+            "to_worker_ready_s": ready_s,
+            "to_next_job_first_step_s": time.perf_counter() - killed_at,
+            "failed_job_message": _call(f"{base}/v1/jobs/{doomed['id']}")[1]["error"],
+        }
+        _wait_status(base, after["id"], lambda s: s["state"] not in ("queued", "running"))
+    finally:
+        process.terminate()
+        process.wait(60)
+    process, base = start_daemon(args, weights, Path(temp) / "state-two", "--workers", "2")
+    try:
+        wait_workers_ready(base)
+        _run_together(base, {**settings, "iterations": 3}, "warm2")  # both load their models
+        started = time.perf_counter()
+        pair = _run_together(base, settings, "two")
+        report["two_workers_two_jobs_wall_s"] = time.perf_counter() - started
+        report["two_workers_step_ms"] = [r["step_ms"] for r in pair]
+    finally:
+        process.terminate()
+        process.wait(60)
+    report["two_workers_speedup"] = (
+        report["one_worker_two_jobs_wall_s"] / report["two_workers_two_jobs_wall_s"]
+    )
+    return report
+
+
+def cross_backend(
+    args: argparse.Namespace, weights: Path, temp: str, settings: dict
+) -> dict[str, Any]:
+    """A quiet job's step time in a worker process against the in-process thread, both
+    daemons up at once and their jobs alternating back to back (a shared machine's load
+    drifts as much as the effect), each polled once a second; the median paired ratio."""
+    daemons = {}
+    try:
+        for backend in ("thread", "process"):
+            process, base = start_daemon(
+                args, weights, Path(temp) / f"cross-{backend}", "--backend", backend
+            )
+            daemons[backend] = (process, base)
+            wait_workers_ready(base)
+            run_job(base, _png("warm"), {**settings, "iterations": 3, "seed": 997}, None)
+        pairs = []
+        for repeat in range(args.repeats):
+            order = ("thread", "process") if repeat % 2 == 0 else ("process", "thread")
+            steps = {}
+            for backend in order:
+                row = run_job(daemons[backend][1], _png(f"x{backend}{repeat}"), settings, None)
+                steps[backend] = row["step_ms"]
+            pairs.append(steps)
+    finally:
+        for process, _ in daemons.values():
+            process.terminate()
+            process.wait(60)
+    ratios = [(p["process"] / p["thread"] - 1.0) * 100.0 for p in pairs]
+    return {"pairs": pairs, "process_vs_thread_pcts": ratios,
+            "median_process_vs_thread_pct": statistics.median(ratios)}  # fmt: skip
+
+
+def _request(image: bytes, settings: dict) -> dict[str, Any]:
+    return {"image": base64.b64encode(image).decode(), "settings": settings}
+
+
+def _wait_status(base: str, job_id: str, until) -> dict[str, Any]:
+    while True:
+        _, state = _call(f"{base}/v1/jobs/{job_id}")
+        if until(state):
+            return state
+        time.sleep(0.05)
+
+
+def _run_together(base: str, settings: dict, tag: str) -> list[dict[str, Any]]:
+    """Submit two identical jobs at once and wait for both; their final status bodies."""
+    ids = []
+    for index in range(2):
+        _status, body = _call(
+            f"{base}/v1/jobs", "POST", _request(_png(f"{tag}-{index}"), {**settings, "seed": 5})
+        )
+        ids.append(body["id"])
+    finals = [_wait_status(base, i, lambda s: s["state"] not in ("queued", "running")) for i in ids]
+    for final in finals:
+        if final["state"] != "done":
+            raise RuntimeError(f"job ended {final['state']}: {final.get('error')}")
+    return [{**f, "step_ms": f["step_time_s"] * 1000} for f in finals]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,10 +403,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saliency-model", default="test-tiny-vit")
     parser.add_argument("--out", default="bench/results/daemon.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
+    parser.add_argument(
+        "--backends",
+        default="thread,process",
+        help="where jobs run, compared under polling: thread (in the HTTP process) and/or "
+        "process (a worker process) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers-bench",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the HTTP process's memory, a worker's death to the next job's "
+        "first step, and two CPU workers running two jobs at once (default: yes)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.levels, args.seeds, args.iterations, args.repeats = "2,4", 1, 20, 1
 
+    settings = {
+        "levels": [int(v) for v in args.levels.split(",")],
+        "seeds": args.seeds,
+        "iterations": args.iterations,
+        "loss_model": args.loss_model,
+        "saliency_model": args.saliency_model,
+    }
+    report: dict[str, Any] = {
+        "benchmark": "daemon",
+        "python": platform.python_version(),
+        "settings": settings,
+        "quick": args.quick,
+        "backends": {},
+    }
     with tempfile.TemporaryDirectory(prefix="clipasso-bench-") as temp:
         weights = args.clip_weights
         if weights is None:
@@ -225,34 +441,65 @@ def main(argv: list[str] | None = None) -> int:
 
             weights = Path(temp) / "weights"
             write_test_weights(weights)
-        process, base = start_daemon(args, weights, Path(temp) / "state")
-        try:
-            _, health = _call(f"{base}/v1/health")
-            image = _png()
-            settings = {
-                "levels": [int(v) for v in args.levels.split(",")],
-                "seeds": args.seeds,
-                "iterations": args.iterations,
-                "loss_model": args.loss_model,
-                "saliency_model": args.saliency_model,
-            }
-            # warm-up: loads the models; not measured
-            run_job(base, image, {**settings, "iterations": 3, "seed": 999}, None)
-            rows: list[dict[str, Any]] = []
-            job = 0
-            for repeat in range(args.repeats):
-                # alternate the order so that drift (heat, other load) does not favour one side
-                order = (None, args.poll_rate) if repeat % 2 == 0 else (args.poll_rate, None)
-                for rate in order:
-                    job += 1
-                    row = run_job(base, _png(str(job)), settings, rate)
-                    rows.append({"repeat": repeat, "poll_rate_asked": rate or 1.0, **row})
-            # the last job has finished: what a poll costs with the engine idle
-            cost = poll_cost(f"{base}/v1/jobs/{row['id']}", process.pid)
-        finally:
-            process.terminate()
-            process.wait(60)
+        for backend in args.backends.split(","):
+            report["backends"][backend] = polling(args, weights, temp, settings, backend)
+        if {"thread", "process"} <= set(args.backends.split(",")):
+            report["cross"] = cross_backend(args, weights, temp, settings)
+        if args.workers_bench:
+            report["workers"] = workers_bench(args, weights, temp, settings)
+    _print_comparison(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
 
+
+def _print_comparison(report: dict[str, Any]) -> None:
+    backends = report["backends"]
+    if {"thread", "process"} <= set(backends):
+        thread, process = backends["thread"], backends["process"]
+        print(
+            f"under polling: thread {thread['slowdown_pct']:+.1f} %, process workers "
+            f"{process['slowdown_pct']:+.1f} % (median paired slowdowns); quiet step "
+            f"thread {thread['quiet_step_ms']:.1f} ms, process {process['quiet_step_ms']:.1f} ms"
+        )
+    cross = report.get("cross")
+    if cross:
+        print(
+            "quiet step, process worker against thread (alternating pairs): "
+            + ", ".join(f"{v:+.1f} %" for v in cross["process_vs_thread_pcts"])
+            + f"; median {cross['median_process_vs_thread_pct']:+.1f} %"
+        )
+    workers = report.get("workers")
+    if workers:
+        memory = workers["memory"]
+        print(
+            f"HTTP process {memory['http_process_rss_bytes'] / 2**20:.0f} MiB RSS "
+            f"(torch loaded: {memory['http_process_has_torch']}), worker "
+            f"{memory['worker_rss_bytes'] / 2**20:.0f} MiB (torch: {memory['worker_has_torch']})"
+        )
+        death = workers["death"]
+        print(
+            f"worker killed -> ready again {death['to_worker_ready_s']:.1f} s, next job's "
+            f"first step {death['to_next_job_first_step_s']:.1f} s"
+        )
+        print(
+            f"two jobs: one worker {workers['one_worker_two_jobs_wall_s']:.1f} s, two workers "
+            f"{workers['two_workers_two_jobs_wall_s']:.1f} s "
+            f"(speedup x{workers['two_workers_speedup']:.2f})"
+        )
+
+
+def summarise_polling(
+    args: argparse.Namespace,
+    settings: dict,
+    health: dict,
+    rows: list[dict[str, Any]],
+    cost: dict[str, Any],
+    backend: str,
+) -> dict[str, Any]:
+    """Print one backend's table and verdict; its report."""
     quiet = [r["step_ms"] for r in rows if r["poll_rate_asked"] == 1.0]
     polled = [r["step_ms"] for r in rows if r["poll_rate_asked"] != 1.0]
     quiet_ms, polled_ms = statistics.median(quiet), statistics.median(polled)
@@ -262,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     slowdown = statistics.median(pair_pcts)
     polled_rows = [r for r in rows if r["polls"]]
 
-    print(f"device {health['device']}, models {args.loss_model} + {args.saliency_model}, "
+    print(f"== backend {backend}: device {health['device']}, models {args.loss_model} + "
+          f"{args.saliency_model}, "
           f"levels {args.levels} x {args.seeds} seeds, {args.iterations} iterations")  # fmt: skip
     print(f"{'repeat':>6} {'polls/s':>8} {'step ms':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for r in rows:
@@ -288,14 +536,11 @@ def main(argv: list[str] | None = None) -> int:
         f"slowdown {slowdown:+.1f} % (target < {TARGET_SLOWDOWN_PCT:.0f} %: {verdict})"
     )
 
-    report = {
-        "benchmark": "daemon",
-        "python": platform.python_version(),
+    return {
+        "backend": backend,
         "device": health["device"],
-        "settings": settings,
         "poll_rate": args.poll_rate,
         "repeats": args.repeats,
-        "quick": args.quick,
         "target_slowdown_pct": TARGET_SLOWDOWN_PCT,
         "quiet_step_ms": quiet_ms,
         "polled_step_ms": polled_ms,
@@ -306,11 +551,6 @@ def main(argv: list[str] | None = None) -> int:
         "poll_cost": cost,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -136,13 +136,31 @@ def test_ten_clients_at_once_are_served_one_at_a_time_in_order(shared_daemon):
     assert max(r["position"] for r in results.values()) >= 5, "the jobs were not queued"
 
 
-def test_a_job_the_engine_cannot_run_fails_with_the_engines_message(shared_daemon):
-    client, _ = shared_daemon
-    # a real model name whose weights the test store has not got (and may not download)
-    job = client.submit(iterations=2, levels=[2], loss_model="RN50", seed=404)
-    final = client.wait(job["id"])
-    assert final["state"] == protocol.FAILED
-    assert final["error"]["error"] == "missing_weights", final
-    assert "RN50" in final["error"]["message"] and "Traceback" not in final["error"]["message"]
-    status, body = client.get(f"/v1/jobs/{job['id']}/result")
+def test_a_job_the_engine_cannot_run_fails_with_the_engines_message(tmp_path, test_weights_dir):
+    """A weight file that is there (so the submission is accepted) but cannot be loaded: the
+    job fails in the engine, and says what really failed."""
+    import shutil
+
+    from daemon_helpers import Client, DaemonThread
+
+    from clipasso_server.daemon.config import DaemonConfig
+    from clipasso_server.engine.clip_models import ModelStore
+
+    weights = tmp_path / "weights"
+    shutil.copytree(test_weights_dir, weights)
+    (weights / "RN50.safetensors").write_bytes(b"not a safetensors file")
+    store = ModelStore(device="cpu", weights_dir=weights, allow_download=False)
+    thread = DaemonThread(DaemonConfig(port=0, device="cpu", state_dir=tmp_path / "s"), store)
+    client = Client(thread.start())
+    try:
+        job = client.submit(iterations=2, levels=[2], loss_model="RN50", seed=404)
+        final = client.wait(job["id"])
+        status, body = client.get(f"/v1/jobs/{job['id']}/result")
+    finally:
+        thread.stop()
     assert status == 409 and body["error"] == "not_ready"
+    assert final["state"] == protocol.FAILED
+    assert final["error"]["error"] == "bad_weights", final
+    message = final["error"]["message"]
+    assert "RN50" in message and "Traceback" not in message, message
+    assert "missing" not in message.lower(), message  # it is there, just unreadable

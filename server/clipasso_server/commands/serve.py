@@ -1,9 +1,10 @@
 """Run the local sketch daemon that the Inkscape extension talks to.
 
-It keeps the CLIP models loaded and runs one job at a time on the GPU (or the CPU). It listens
-on loopback by default; listening anywhere else needs --token, and every request must then
-carry 'Authorization: Bearer TOKEN'. Jobs and results live under the state dir and survive a
-restart. SIGINT or SIGTERM stops it cleanly (exit status 0).
+Its worker processes (one per device, see --devices and --workers) keep the CLIP models loaded
+and run one job at a time each, on the GPU (or the CPU); its web page at its address shows the
+jobs live. It listens on loopback by default; listening anywhere else needs --token, and every
+request must then carry 'Authorization: Bearer TOKEN'. Jobs and results live under the state
+dir and survive a restart. SIGINT or SIGTERM stops it cleanly (exit status 0).
 """
 
 from __future__ import annotations
@@ -24,6 +25,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host",
         default=protocol.DEFAULT_HOST,
         help="address to listen on (default: %(default)s; anything but loopback needs --token)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        dest="allowed_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to this host name (a reverse proxy's, say); "
+        "repeatable. Other names are refused, so web pages cannot reach the daemon through "
+        "DNS rebinding",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=cfg.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="most client connections at once, kept below the open-file limit "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=cfg.DEFAULT_HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request line and headers this "
+        "long after connecting or after its previous answer (default: %(default)g)",
     )
     parser.add_argument(
         "--port",
@@ -54,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="a folder holding CLIP weight files (searched before the standard caches)",
+        help="a folder holding CLIP weight files, searched before the standard caches "
+        "(default: $CLIPASSO_WEIGHTS, then the caches)",
     )
     parser.add_argument(
         "--download",
@@ -100,6 +128,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="largest image accepted, in pixels (default: %(default)s)",
     )
+    parser.add_argument(
+        "--devices",
+        default="",
+        metavar="LIST",
+        help="one worker process per device, e.g. cuda:0,cuda:1 (default: one worker on --device)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on --device (on the CPU they split the cores between them; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=cfg.BACKENDS,
+        default="process",
+        help="where jobs run: a spawned process per device (default), Ray actors on a Ray "
+        "cluster (pip install 'clipasso-inkscape[ray]'), or a thread in the daemon itself",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the Ray cluster to join with --backend ray, e.g. 10.0.0.5:6379 "
+        "(default: $RAY_ADDRESS, else a local Ray started by the daemon)",
+    )
+    from clipasso_server.daemon.memory_check import help_text
+
+    parser.epilog = help_text()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,6 +180,13 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
         keep_days=args.keep_days,
+        allowed_hosts=tuple(args.allowed_hosts),
+        backend=args.backend,
+        devices=tuple(d.strip() for d in args.devices.split(",") if d.strip()),
+        workers=args.workers,
+        ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
     )
     try:
         check_config(config)  # before torch is imported: a refusal is instant
@@ -130,6 +196,13 @@ def run(args: argparse.Namespace) -> int:
         # has its own copy of CommandError)
         print(f"clipasso serve: error: {exc}", file=sys.stderr)
         return 2
+    if config.backend == "ray":
+        from clipasso_server.daemon.ray_backend import ray_missing
+
+        missing = ray_missing()
+        if missing:
+            print(f"clipasso serve: error: {missing}", file=sys.stderr)
+            return 2
 
     from clipasso_server.daemon.service import serve, setup_logging
 

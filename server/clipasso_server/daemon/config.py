@@ -19,6 +19,14 @@ DEFAULT_MAX_BODY_MB = 50
 DEFAULT_KEEP_DAYS = 30.0
 #: the engine's decompression-bomb cap (``engine.image_input.DEFAULT_MAX_PIXELS``)
 DEFAULT_MAX_PIXELS = 50_000_000
+#: a client must finish sending its request line and headers this soon after connecting (or
+#: after its previous request): slow clients must not hold sockets for ever
+DEFAULT_HEADER_TIMEOUT_S = 15.0
+#: and its body this soon after the headers
+DEFAULT_BODY_TIMEOUT_S = 120.0
+#: concurrent connections; the daemon also stays below its open-file limit (RLIMIT_NOFILE)
+DEFAULT_MAX_CONNECTIONS = 256
+BACKENDS = ("process", "ray", "thread")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -43,8 +51,23 @@ class DaemonConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: 0 keeps finished jobs forever
     keep_days: float = DEFAULT_KEEP_DAYS
+    #: extra Host names to answer to (``--allow-host``; the bound address always counts)
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     #: how long shutdown waits for the running job to stop before giving up on it
     shutdown_grace_s: float = 30.0
+    #: where jobs run: "process" (one spawned process per device), "ray" (Ray actors) or
+    #: "thread" (the engine in the daemon's own process)
+    backend: str = "process"
+    #: one worker per device (``--devices cuda:0,cuda:1``); empty: ``workers`` x ``device``
+    devices: tuple[str, ...] = ()
+    workers: int = 1
+    #: the Ray cluster to join (``--ray-address``); None starts a local one
+    ray_address: str | None = None
+    #: a worker that has not stopped this long after a cancel is terminated and restarted
+    cancel_grace_s: float = 5.0
 
 
 def is_loopback(host: str) -> bool:
@@ -78,5 +101,22 @@ def check_config(config: DaemonConfig) -> None:
         raise ConfigError("--max-body-mb is too small to carry an image")
     if not config.keep_days >= 0:  # also refuses NaN
         raise ConfigError(f"--keep-days must be 0 (forever) or more, got {config.keep_days}")
+    for name in config.allowed_hosts:
+        if not name or (any(c in name for c in "/@?#\\ :") and not name.startswith("[")):
+            raise ConfigError(f"--allow-host takes a host name (no port or path), got {name!r}")
+    if not (config.header_timeout_s > 0 and config.body_timeout_s > 0):
+        raise ConfigError("request timeouts must be positive")
+    if config.max_connections < 4:
+        raise ConfigError(f"--max-connections must be at least 4, got {config.max_connections}")
     if config.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be positive, got {config.max_pixels}")
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+    if config.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {config.workers}")
+    if config.devices and config.workers != 1 and config.workers != len(config.devices):
+        raise ConfigError("give either --devices (one worker each) or --workers, not both")
+    if any(not device.strip() for device in config.devices):
+        raise ConfigError("--devices takes a comma-separated list such as cuda:0,cuda:1")
+    if not config.cancel_grace_s > 0:
+        raise ConfigError("the cancel grace time must be positive")

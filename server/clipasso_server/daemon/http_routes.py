@@ -4,27 +4,35 @@ Handlers never wait on the engine: status reads come from memory, and everything
 the disk or decodes (request bodies, images, results) runs in a thread pool. Every error is a
 JSON body ``{"error": code, "message": text}`` with the status the protocol assigns to the
 code; an unexpected exception is logged with its traceback and answered with a plain 500.
+
+Decoding (request bodies, images) has its own small thread pool, so a flood of big uploads
+queues there and never in front of the status and result reads, which use the default pool.
+Every route first passes the Host and Origin checks of :mod:`clipasso_server.daemon.guards`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 import clipasso_server
+from clipasso_server.daemon import guards
 from clipasso_server.daemon.engine_bridge import EngineBridge
 from clipasso_server.daemon.job_queue import Job, JobQueue, new_job_id
-from clipasso_server.daemon.job_store import JobStore
+from clipasso_server.daemon.job_store import DamagedResultError, JobStore, json_safe
+from clipasso_server.daemon.thumbnails import save_thumbnail
+from clipasso_server.daemon.web_routes import add_web_routes, is_public, is_viewer
 from inkscape_clipasso import protocol
 
 log = logging.getLogger("clipasso.daemon")
@@ -33,6 +41,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: how long DELETE waits for a running job to reach its next step before answering
 CANCEL_WAIT_S = 10.0
+#: what a 429 (queue full) tells clients to wait before trying again
+RETRY_AFTER_S = 10
+#: threads decoding request bodies and images (each holds at most the decode budget's pixels)
+DECODE_THREADS = 2
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -54,6 +66,14 @@ class DaemonContext:
     token: str | None
     max_body_bytes: int
     closing: bool = False
+    #: which Host headers are answered; None until the socket is bound (the port is known)
+    host_policy: guards.HostPolicy | None = None
+    body_timeout_s: float = 120.0
+    decode_pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            DECODE_THREADS, thread_name_prefix="clipasso-decode"
+        )
+    )
 
 
 CONTEXT = web.AppKey("context", DaemonContext)
@@ -62,21 +82,36 @@ CONTEXT = web.AppKey("context", DaemonContext)
 def make_app(context: DaemonContext) -> web.Application:
     """The aiohttp application serving ``/v1``."""
     app = web.Application(
-        middlewares=[_errors, _auth],
+        middlewares=[_errors, _guard, _auth],
         client_max_size=context.max_body_bytes,
     )
     app[CONTEXT] = context
     prefix = protocol.API_PREFIX
     app.router.add_post(f"{prefix}/jobs", submit_job)
+    app.router.add_get(f"{prefix}/jobs", list_jobs)
     app.router.add_get(f"{prefix}/jobs/{{job_id}}", job_status)
     app.router.add_get(f"{prefix}/jobs/{{job_id}}/result", job_result)
     app.router.add_delete(f"{prefix}/jobs/{{job_id}}", cancel_job)
     app.router.add_get(f"{prefix}/health", health)
+    app.router.add_get(f"{prefix}/jobs/{{job_id}}/thumbnail", job_thumbnail)
+    add_web_routes(app)
     return app
 
 
 def json_error(error: protocol.ProtocolError) -> web.Response:
-    return web.json_response(error.to_json(), status=error.status)
+    response = web.json_response(error.to_json(), status=error.status)
+    if error.code == "queue_full":
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer that is valid JSON: NaN and infinities are sent as null."""
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(json_safe(data), allow_nan=False)
 
 
 @web.middleware
@@ -84,7 +119,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except protocol.ProtocolError as exc:
-        return json_error(exc)
+        response = json_error(exc)
+        if exc.code == "request_timeout":  # the rest of the body is not worth waiting for
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -98,6 +136,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(protocol.ProtocolError(code, message))
     except asyncio.CancelledError:
         raise
+    except ConnectionError as exc:
+        # the client went away (mid-upload, say): nothing to answer and nothing to fix
+        log.info("client left during %s %s: %s", request.method, request.path, exc or "closed")
+        return web.Response(status=400)
     except Exception:
         log.exception("internal error while answering %s %s", request.method, request.path)
         return json_error(
@@ -106,9 +148,18 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 @web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The DNS-rebinding and cross-site checks, before anything else (the token included)."""
+    guards.check_request(request.app[CONTEXT].host_policy, request.method, request.headers)
+    return await handler(request)
+
+
+@web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CONTEXT].token
-    if token is not None:
+    # the web page's static files carry no data: they load without the token, the page's
+    # /v1 calls then need it like anyone's
+    if token is not None and not is_public(request):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # compare_digest on bytes of any length: no early exit that would leak the token.
         ok = hmac.compare_digest(given.strip().encode(), token.encode())
@@ -134,25 +185,19 @@ async def submit_job(request: web.Request) -> web.Response:
     length = request.content_length
     if length is not None and length > context.max_body_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=context.max_body_bytes, actual_size=length)
-    content_type = request.content_type
-    if content_type == "application/json":
-        body = await request.read()
-        job_request = await _in_thread(_parse_json_request, body)
-    elif content_type == "multipart/form-data":
-        job_request = await _read_multipart(request, context.max_body_bytes)
-    else:
-        raise protocol.ProtocolError(
-            "unsupported_media_type",
-            f"send application/json or multipart/form-data, not {content_type or 'nothing'}",
-        )
+    job_request = await _read_job_request(request, context)
     context.engine.check_settings(job_request.settings)
+    await _in_thread(context.engine.check_memory, job_request.settings)
     settings = job_request.settings.to_json()
-    image_sha256, key = await _in_thread(_check_image, context.engine, job_request.image, settings)
+    image_sha256, key = await _in_pool(
+        context.decode_pool, _check_image, context.engine, job_request.image, settings
+    )
+    await _in_thread(context.engine.check_weights, job_request.settings)
     if key is not None:
-        cached = await _in_thread(context.store.cache_lookup, key)
-        if cached is not None and context.queue.state(cached) == protocol.DONE:
+        cached = await _cached_job(context, key)
+        if cached is not None:
             log.info("job %s served from the cache", cached)
-            return web.json_response(
+            return json_response(
                 {"id": cached, "state": protocol.DONE, "queue_position": 0, "cached": True},
                 status=200,
             )
@@ -163,12 +208,67 @@ async def submit_job(request: web.Request) -> web.Response:
         image=job_request.image,
         image_sha256=image_sha256,
         total=job_request.settings.iterations,
+        cache_key=key,
+        detached=job_request.detached,
     )
     position = await _in_thread(context.queue.submit, job)
-    return web.json_response(
+    # after the submission, so a refused job leaves no thumbnail behind
+    await _in_pool(
+        context.decode_pool,
+        save_thumbnail,
+        context.store,
+        job.id,
+        job_request.image,
+        context.engine.max_pixels,
+    )
+    return json_response(
         {"id": job.id, "state": protocol.QUEUED, "queue_position": position, "cached": False},
         status=202,
     )
+
+
+async def _read_job_request(request: web.Request, context: DaemonContext) -> protocol.JobRequest:
+    """The body as a JobRequest, read within ``body_timeout_s`` (408 ``request_timeout``)."""
+    content_type = request.content_type
+    if content_type == "application/json":
+        reading = _read_json_request(request, context)
+    elif content_type == "multipart/form-data":
+        reading = _read_multipart(request, context.max_body_bytes)
+    else:
+        reading = None
+    if reading is not None:
+        try:
+            return await asyncio.wait_for(reading, context.body_timeout_s)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+            raise protocol.ProtocolError(
+                "request_timeout",
+                f"the request body did not arrive within {context.body_timeout_s:g} s",
+            ) from None
+    raise protocol.ProtocolError(
+        "unsupported_media_type",
+        f"send application/json or multipart/form-data, not {content_type or 'nothing'}",
+    )
+
+
+async def _cached_job(context: DaemonContext, key: str) -> str | None:
+    """A finished job with this cache key whose stored result is whole; a damaged one is
+    dropped (and its job marked failed) so that the request runs afresh."""
+    cached = await _in_thread(context.store.cache_lookup, key)
+    if cached is None or context.queue.state(cached) != protocol.DONE:
+        return None
+    if context.queue.result_in_memory(cached) is not None:
+        return cached
+    try:
+        await _in_thread(context.store.check_result, cached)
+    except DamagedResultError as exc:
+        await _in_thread(context.queue.result_lost, cached, exc.message)
+        return None
+    return cached
+
+
+async def _read_json_request(request: web.Request, context: DaemonContext) -> protocol.JobRequest:
+    body = await request.read()
+    return await _in_pool(context.decode_pool, _parse_json_request, body)
 
 
 def _parse_json_request(body: bytes) -> protocol.JobRequest:
@@ -212,8 +312,14 @@ async def _read_multipart(request: web.Request, limit: int) -> protocol.JobReque
         raise protocol.ProtocolError("bad_request", "the name part is not UTF-8 text") from None
     if len(name) > 256:
         raise protocol.ProtocolError("bad_request", "name must be at most 256 characters")
+    detached = parts.get("detached", b"false").strip().lower()
+    if detached not in (b"true", b"false"):
+        raise protocol.ProtocolError("bad_request", "the detached part must be true or false")
     return protocol.JobRequest(
-        image=parts["image"], settings=protocol.parse_settings(settings), name=name
+        image=parts["image"],
+        settings=protocol.parse_settings(settings),
+        name=name,
+        detached=detached == b"true",
     )
 
 
@@ -254,25 +360,79 @@ async def job_status(request: web.Request) -> web.Response:
     """State, queue position, progress, best losses, times and error of one job."""
     queue = request.app[CONTEXT].queue
     job_id = _job_id(request)
-    queue.touch(job_id)
-    return web.json_response(queue.status(job_id))
+    # the web page only watches: a job whose client went away (Cancel in Inkscape) must
+    # still be abandoned while the page shows it
+    if not is_viewer(request):
+        queue.touch(job_id)
+    return json_response(queue.status(job_id))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """Every job's status body, newest first: ``{"jobs": [...]}`` (the web page's list).
+    Not a sign that a client still waits for any of them (no touch)."""
+    queue = request.app[CONTEXT].queue
+    jobs = [queue.status(job_id) for job_id in queue.list_ids()]
+    return json_response({"jobs": [job for job in jobs if job is not None]})
 
 
 async def job_result(request: web.Request) -> web.Response:
-    """The stored result of a finished job (409 ``not_ready`` before that)."""
+    """The stored result of a finished job (409 ``not_ready`` before that); with
+    ``?partial=1`` the best strokes so far of a running, cancelled or interrupted job."""
     context = request.app[CONTEXT]
     job_id = _job_id(request)
-    context.queue.touch(job_id)
+    if not is_viewer(request):
+        context.queue.touch(job_id)
     state = context.queue.state(job_id)
+    if request.query.get("partial") in ("1", "true") and state != protocol.DONE:
+        return await _partial_result(context, job_id, state)
     if state != protocol.DONE:
         hint = "; poll its status" if state in (protocol.QUEUED, protocol.RUNNING) else ""
         raise protocol.ProtocolError(
             "not_ready", f"job {job_id} is {state} and has no result{hint}"
         )
-    body = await _in_thread(context.store.result_bytes, job_id)
+    body = context.queue.result_in_memory(job_id)  # finished, but not saved to disk yet
+    if body is None:
+        try:
+            body = await _in_thread(context.store.result_bytes, job_id)
+        except DamagedResultError as exc:
+            await _in_thread(context.queue.result_lost, job_id, exc.message)
+            raise protocol.ProtocolError(
+                "not_ready", f"job {job_id} has failed: {exc.message}"
+            ) from None
     if body is None:
         raise protocol.ProtocolError("not_found", f"the result of job {job_id} is missing")
     return web.Response(body=body, content_type="application/json")
+
+
+async def _partial_result(context: DaemonContext, job_id: str, state: str | None) -> web.Response:
+    """The latest best-so-far snapshot: from memory while the job runs, from disk once it
+    ended unfinished; 409 ``not_ready`` before the first one."""
+    snapshot = context.queue.partial(job_id)
+    if snapshot is not None:
+        return json_response({**snapshot, "id": job_id, "partial": True})
+    if state in (protocol.CANCELLED, protocol.INTERRUPTED, protocol.FAILED):
+        try:
+            body = await _in_thread(context.store.result_bytes, job_id)
+        except DamagedResultError:
+            body = None
+        if body is not None:
+            return web.Response(body=body, content_type="application/json")
+    raise protocol.ProtocolError(
+        "not_ready", f"job {job_id} is {state} and has no strokes to show yet; poll its status"
+    )
+
+
+async def job_thumbnail(request: web.Request) -> web.Response:
+    """A small JPEG of the job's photo (the web page's list and previews); not a sign that a
+    client still waits for the job, so it does not keep the job from being abandoned."""
+    context = request.app[CONTEXT]
+    job_id = _job_id(request)
+    body = await _in_thread(context.store.thumbnail_bytes, job_id)
+    if body is None:
+        raise protocol.ProtocolError("not_found", f"job {job_id} has no thumbnail")
+    return web.Response(
+        body=body, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -283,7 +443,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     deadline = time.monotonic() + CANCEL_WAIT_S
     while queue.state(job_id) not in protocol.FINAL_STATES and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    return web.json_response(queue.status(job_id))
+    return json_response(queue.status(job_id))
 
 
 # --- GET /v1/health -------------------------------------------------------------------------
@@ -292,7 +452,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """Version, protocol, device, loaded models and queue length."""
     context = request.app[CONTEXT]
-    return web.json_response(
+    return json_response(
         {
             "version": clipasso_server.__version__,
             "protocol": protocol.PROTOCOL_VERSION,
@@ -300,9 +460,16 @@ async def health(request: web.Request) -> web.Response:
             "models_loaded": context.engine.models_loaded(),
             "queue_length": context.queue.queue_length(),
             "shutting_down": context.closing,
+            "workers": context.engine.workers_info(),
         }
     )
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+async def _in_pool(
+    pool: concurrent.futures.Executor, function: Callable[..., Any], *args: Any
+) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(pool, function, *args)

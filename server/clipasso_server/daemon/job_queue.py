@@ -1,10 +1,14 @@
-"""The job queue and the one worker thread that runs jobs, one at a time, on the engine.
+"""The job queue and its dispatch threads: one per worker, each running one job at a time.
 
-One worker, because the engine holds the device: two jobs at once would only fight over the
-GPU's memory and the CPU's cores. The HTTP side never waits for the engine: it reads each
-job's progress from memory under a short lock, and the worker updates that memory after every
-optimisation step. Records go to disk at state changes only (queued, running, final), not per
-step, so polling costs the worker nothing.
+One job per worker, because a worker holds a device: two jobs on one device would only fight
+over the GPU's memory and the CPU's cores. Each worker (a process per device, a Ray actor, or
+the engine in this process: :mod:`clipasso_server.daemon.workers`) has a thread here that takes
+the next queued job, so a job goes to the next free worker. The HTTP side never waits for the
+engine: it reads each job's progress and its latest best-so-far snapshot from memory under a
+short lock, and the dispatch thread updates that memory at every optimisation step. Records go
+to disk at state changes only (queued, running, final), not per step, so polling costs the
+worker nothing; the latest snapshot is persisted when a job ends unfinished, so the best
+strokes of a cancelled or interrupted job survive a restart.
 
 Cancellation is cooperative: a cancel sets the job's ``cancel_reason`` and the engine's
 ``should_stop`` check sees it between steps. A daemon shutdown cancels with the reason
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import re
 import threading
 import time
 import traceback
@@ -24,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipasso_server.daemon.job_store import JobStore, cache_key
+from clipasso_server.daemon.job_store import JobStore, result_json
 from clipasso_server.engine.errors import Cancelled, EngineError
 from clipasso_server.engine.types import Progress
 from inkscape_clipasso import protocol
@@ -36,12 +42,20 @@ INTERRUPTED_ERROR = {
     "error": "shutting_down",
     "message": "the daemon stopped before this job finished; submit it again",
 }
+#: a job found unfinished at start-up: the daemon was killed or crashed, it did not shut down
+CRASHED_ERROR = {
+    "error": "interrupted",
+    "message": "the daemon was stopped abruptly (killed or crashed) before this job finished; "
+    "submit it again",
+}
 
+#: progress(report, snapshot): an engine progress report and, on evaluation steps, the best
+#: strokes so far as a result body (``"partial": true``), else None
+ProgressSink = Callable[[Progress, "dict[str, Any] | None"], None]
 #: runner(job, progress, should_stop) -> the protocol's result body (without "id")
-Runner = Callable[
-    ["Job", Callable[[Progress], None], Callable[[], bool]],
-    dict[str, Any],
-]
+Runner = Callable[["Job", ProgressSink, Callable[[], bool]], dict[str, Any]]
+#: sketches per job (levels x seeds), the unit the per-sketch step cost is measured in
+DEFAULT_SKETCHES = 12
 
 
 def new_job_id() -> str:
@@ -68,7 +82,10 @@ class Job:
     error: dict[str, str] | None = None
     reason: str | None = None  # why it was cancelled or interrupted
     step_time_s: float | None = None  # mean seconds per optimisation step
+    detached: bool = False  # never cancelled by the abandonment watchdog
     # in memory only
+    cache_key: str | None = None  # the result cache's key, computed at submission
+    snapshot: dict[str, Any] | None = None  # the latest best-so-far result body
     last_seen: float = field(default_factory=time.monotonic)
     cancel_reason: str | None = None
     first_step_at: float | None = None
@@ -90,6 +107,7 @@ class Job:
             "error": self.error,
             "reason": self.reason,
             "step_time_s": self.step_time_s,
+            "detached": self.detached,
         }
 
     @classmethod
@@ -116,6 +134,7 @@ class Job:
             error=record.get("error") if isinstance(record.get("error"), dict) else None,
             reason=record.get("reason") if isinstance(record.get("reason"), str) else None,
             step_time_s=_number(record.get("step_time_s"), None),
+            detached=record.get("detached") is True,
         )
 
     def elapsed_s(self, now: float) -> float:
@@ -128,6 +147,13 @@ class Job:
     def remaining_steps(self) -> int:
         return max(0, self.total - self.step)
 
+    def sketches(self) -> int:
+        """levels x seeds: what one optimisation step costs is proportional to it."""
+        levels = self.settings.get("levels")
+        seeds = self.settings.get("seeds")
+        n_levels = len(levels) if isinstance(levels, list) else 4
+        return n_levels * (seeds if isinstance(seeds, int) and seeds > 0 else 3)
+
 
 def _number(value: Any, default: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -136,21 +162,28 @@ def _number(value: Any, default: Any) -> Any:
 
 
 class JobQueue:
-    """FIFO of jobs, the worker thread, and the in-memory table of every known job."""
+    """FIFO of jobs, one dispatch thread per worker, and the in-memory table of every job."""
 
-    def __init__(self, store: JobStore, runner: Runner, max_queue: int) -> None:
+    def __init__(self, store: JobStore, runners: Runner | list[Runner], max_queue: int) -> None:
         self.store = store
-        self.runner = runner
+        self.runners = list(runners) if isinstance(runners, (list, tuple)) else [runners]
         self.max_queue = max_queue
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._persist_lock = threading.Lock()
+        #: results and records a failed write (a full disk, too many open files) left in memory
+        #: only; :meth:`retry_unsaved` writes them, and the result is served from here meanwhile
+        self._unsaved_results: dict[str, bytes] = {}
+        self._unsaved_records: set[str] = set()
+        #: one submission at a time: its record is on disk before it is queued, in order
+        self._submit_lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._queue: collections.deque[Job] = collections.deque()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._closing = False
-        self._worker: threading.Thread | None = None
-        self._step_time_s: float | None = None  # of the latest job, for queued jobs' ETA
+        self._threads: list[threading.Thread] = []
+        #: seconds per step per sketch (levels x seeds) of the latest job, for queued jobs' ETA
+        self._sketch_step_s: float | None = None
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -163,25 +196,32 @@ class JobQueue:
             if job.state in (protocol.QUEUED, protocol.RUNNING):
                 job.state = protocol.INTERRUPTED
                 job.finished_at = now
-                job.error = dict(INTERRUPTED_ERROR)
+                job.error = dict(CRASHED_ERROR)
                 job.reason = "the daemon stopped before this job finished"
                 cut_off.append(job)
             self._jobs[job.id] = job
+            if job.step_time_s:  # records come oldest first: the latest measurement wins
+                self._sketch_step_s = job.step_time_s / job.sketches()
         for job in cut_off:
             self._persist(job)
             log.info("job %s interrupted (the daemon stopped while it was unfinished)", job.id)
 
     def start(self) -> None:
-        """Start the worker thread."""
-        self._worker = threading.Thread(target=self._work, name="clipasso-worker", daemon=True)
-        self._worker.start()
+        """Start one dispatch thread per worker."""
+        for index, runner in enumerate(self.runners):
+            thread = threading.Thread(
+                target=self._work, args=(runner,), name=f"clipasso-dispatch-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def shutdown(self, grace_s: float) -> None:
-        """Take no more jobs, interrupt the queued and the running one, persist, stop the worker.
+        """Take no more jobs, interrupt the queued and the running ones, persist, stop the
+        dispatch threads.
 
-        Waits up to ``grace_s`` for the running job to reach its next step; if it does not
-        (a model still loading, say), its record is marked interrupted here and the worker is
-        left to die with the process.
+        Waits up to ``grace_s`` in all for the running jobs to reach their next step; one that
+        does not (a model still loading, say) is marked interrupted here and its worker is left
+        to the caller to stop.
         """
         with self._wake:
             self._closing = True
@@ -190,28 +230,37 @@ class JobQueue:
             now = time.time()
             for job in queued:
                 self._finish_locked(job, protocol.INTERRUPTED, now, SHUTDOWN, INTERRUPTED_ERROR)
-            running = self._running
-            if running is not None and running.cancel_reason is None:
-                running.cancel_reason = SHUTDOWN
+            running = list(self._running)
+            for job in running:
+                if job.cancel_reason is None:
+                    job.cancel_reason = SHUTDOWN
             self._wake.notify_all()
         for job in queued:
             self._persist(job)
             log.info("job %s interrupted (%s)", job.id, SHUTDOWN)
-        if self._worker is not None:
-            self._worker.join(grace_s)
-            if self._worker.is_alive() and running is not None:
-                with self._lock:
-                    if running.state not in protocol.FINAL_STATES:
-                        self._finish_locked(
-                            running, protocol.INTERRUPTED, time.time(), SHUTDOWN, INTERRUPTED_ERROR
-                        )
-                self._persist(running)
-                log.info("job %s interrupted (it did not stop in %.0f s)", running.id, grace_s)
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for job in running:
+            with self._lock:
+                if job.state in protocol.FINAL_STATES:
+                    continue
+                self._finish_locked(
+                    job, protocol.INTERRUPTED, time.time(), SHUTDOWN, INTERRUPTED_ERROR
+                )
+            self._save_snapshot(job)
+            self._persist(job)
+            log.info("job %s interrupted (it did not stop in %.0f s)", job.id, grace_s)
 
     # --- requests from the HTTP side -----------------------------------------------------
 
     def submit(self, job: Job) -> int:
-        """Queue ``job``; its queue position. Raises ProtocolError when full or closing."""
+        """Queue ``job``; its queue position. Raises ProtocolError when full or closing, and
+        507 ``insufficient_storage`` when its record cannot be saved."""
+        with self._submit_lock:
+            return self._submit(job)
+
+    def _submit(self, job: Job) -> int:
         with self._wake:
             if self._closing:
                 raise protocol.ProtocolError("shutting_down", "the daemon is shutting down")
@@ -223,11 +272,32 @@ class JobQueue:
                 )
             job.created_at = time.time()
             job.last_seen = time.monotonic()
+            record = job.record()
+        try:  # a job that cannot be remembered is refused, not run and then lost
+            self.store.save_record(record)
+        except OSError as exc:
+            log.error("refused a job: cannot save its record: %s", exc)
+            raise protocol.ProtocolError(
+                "insufficient_storage",
+                f"the daemon cannot save the job in its state folder "
+                f"({exc.strerror or type(exc).__name__}); free some disk space and try again",
+            ) from None
+        with self._wake:
             self._jobs[job.id] = job
-            self._queue.append(job)
-            position = self._position_locked(job)
-            self._wake.notify()
-        self._persist(job)
+            if self._closing:  # shut down while the record was written
+                self._finish_locked(
+                    job, protocol.INTERRUPTED, time.time(), SHUTDOWN, INTERRUPTED_ERROR
+                )
+            else:
+                # arrival order is queue order: another submission may have saved its record
+                # first (the record written above is corrected when the job starts)
+                job.created_at = time.time()
+                self._queue.append(job)
+                position = self._position_locked(job)
+                self._wake.notify()
+        if job.state == protocol.INTERRUPTED:
+            self._persist(job)
+            raise protocol.ProtocolError("shutting_down", "the daemon is shutting down")
         log.info("job %s queued (position %d)", job.id, position)
         return position
 
@@ -272,7 +342,22 @@ class JobQueue:
                 "started_at": job.started_at,
                 "finished_at": job.finished_at,
                 "step_time_s": job.step_time_s,
+                "steps_per_s": (round(1.0 / job.step_time_s, 4) if job.step_time_s else None),
+                "detached": job.detached,
+                "warning": self._warning_locked(job),
             }
+
+    def partial(self, job_id: str) -> dict[str, Any] | None:
+        """The latest best-so-far result body of a job still in memory, or None."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return None if job is None or job.snapshot is None else job.snapshot
+
+    def list_ids(self) -> list[str]:
+        """Every known job's id, newest first."""
+        with self._lock:
+            jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+            return [job.id for job in jobs]
 
     def cancel(self, job_id: str, reason: str) -> bool:
         """Cancel a queued job now, or ask the running one to stop; False for unknown ids.
@@ -302,8 +387,8 @@ class JobQueue:
         with self._lock:
             stale = [
                 job.id
-                for job in (*self._queue, *([self._running] if self._running else []))
-                if job.cancel_reason is None and now - job.last_seen > after_s
+                for job in (*self._queue, *self._running)
+                if job.cancel_reason is None and not job.detached and now - job.last_seen > after_s
             ]
         for job_id in stale:
             self.cancel(job_id, f"abandoned: no client asked about it for {after_s:g} s")
@@ -335,11 +420,11 @@ class JobQueue:
     def queue_length(self) -> int:
         """Jobs waiting plus the one running."""
         with self._lock:
-            return len(self._queue) + (1 if self._running is not None else 0)
+            return len(self._queue) + len(self._running)
 
-    # --- the worker ---------------------------------------------------------------------
+    # --- the dispatch threads -----------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, runner: Runner) -> None:
         while True:
             with self._wake:
                 while not self._queue and not self._closing:
@@ -349,35 +434,44 @@ class JobQueue:
                 job = self._queue.popleft()
                 job.state = protocol.RUNNING
                 job.started_at = time.time()
-                self._running = job
+                self._running.append(job)
             self._persist(job)
             log.info("job %s started", job.id)
-            self._run(job)
+            self._run(job, runner)
 
-    def _run(self, job: Job) -> None:
-        def progress(report: Progress) -> None:
+    def _run(self, job: Job, runner: Runner) -> None:
+        def progress(report: Progress, snapshot: dict[str, Any] | None = None) -> None:
             now = time.monotonic()
             with self._lock:
                 job.step, job.total = report.step, report.total
-                job.best_loss = {str(k): float(v) for k, v in report.best_loss.items()}
+                job.best_loss = {
+                    str(k): float(v) for k, v in report.best_loss.items() if math.isfinite(v)
+                }
+                if snapshot is not None:
+                    job.snapshot = snapshot
+                measured = getattr(report, "step_time_s", None)
                 if job.first_step_at is None or report.step <= 1:
                     job.first_step_at = now
                 elif report.step > 1:
                     job.step_time_s = (now - job.first_step_at) / (report.step - 1)
-                    self._step_time_s = job.step_time_s
+                if isinstance(measured, (int, float)) and measured > 0:
+                    job.step_time_s = float(measured)
+                if job.step_time_s is not None:
+                    self._sketch_step_s = job.step_time_s / job.sketches()
 
         def should_stop() -> bool:
             return job.cancel_reason is not None
 
         state, error, outcome = protocol.DONE, None, ""
         try:
-            result = self.runner(job, progress, should_stop)
-            self.store.save_result(job.id, {"id": job.id, **result})
-            models = result.get("models")
-            if job.image_sha256 and isinstance(models, dict):
-                self.store.cache_store(cache_key(job.image_sha256, job.settings, models), job.id)
+            result = runner(job, progress, should_stop)
+            self._save_result(job, result_json({"id": job.id, **result}))
             outcome = "done"
-        except Cancelled:
+        except Cancelled as exc:
+            carried = getattr(exc, "snapshot_body", None)
+            if carried is not None:
+                with self._lock:
+                    job.snapshot = carried
             if job.cancel_reason == SHUTDOWN:
                 state, error = protocol.INTERRUPTED, dict(INTERRUPTED_ERROR)
                 outcome = f"interrupted ({SHUTDOWN})"
@@ -389,14 +483,20 @@ class JobQueue:
         except Exception as exc:
             # The daemon's own fault: the traceback goes to the log, never to the client.
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc().rstrip())
-            message = f"internal error ({type(exc).__name__}: {exc})"[:500]
+            message = f"internal error ({type(exc).__name__}: {without_paths(exc)})"[:500]
             state, error = protocol.FAILED, {"error": "internal", "message": message}
             outcome = f"failed: {message}"
         with self._lock:
             if job.state not in protocol.FINAL_STATES:
                 reason = job.cancel_reason if state != protocol.DONE else None
                 self._finish_locked(job, state, time.time(), reason, error)
-            self._running = None
+            if job in self._running:
+                self._running.remove(job)
+        if state != protocol.DONE:
+            self._save_snapshot(job)
+        else:
+            with self._lock:
+                job.snapshot = None  # the result is on disk
         self._persist(job)
         if state == protocol.DONE:
             log.info("job %s done in %.1f s", job.id, job.elapsed_s(time.time()))
@@ -424,26 +524,55 @@ class JobQueue:
             if queued is job:
                 break
             ahead += 1
-        return ahead + (1 if self._running is not None else 0)
+        return ahead + len(self._running)
 
     def _eta_locked(self, job: Job) -> float | None:
-        """Seconds until the job finishes, from the measured step time; None while unknown."""
+        """Seconds until the job finishes; None while unknown.
+
+        A running job's from its own measured step time (and its time budget; before that
+        like a queued one's). A queued job's
+        from the step cost per sketch (levels x seeds) measured on the latest job, scaled by
+        its own levels x seeds and iterations, plus its share of the work queued ahead of it
+        spread over the workers: an estimate right after submitting, before anything ran.
+        """
+        now = time.time()
         if job.state == protocol.RUNNING:
-            if job.step_time_s is None:
+            step_s = job.step_time_s
+            if step_s is None and self._sketch_step_s is not None:
+                step_s = self._sketch_step_s * job.sketches()  # until its own is measured
+            if step_s is None:
                 return None
-            return round(job.remaining_steps() * job.step_time_s, 2)
-        if job.state != protocol.QUEUED or self._step_time_s is None:
-            return None if job.state == protocol.QUEUED else 0.0
-        steps = _iterations(job)
-        if self._running is not None:
-            steps += self._running.remaining_steps() or _iterations(self._running)
+            return round(_capped(job, job.remaining_steps() * step_s, now), 2)
+        if job.state != protocol.QUEUED:
+            return 0.0
+        cost = self._sketch_step_s
+        if cost is None:
+            return None
+        ahead = sum(
+            _capped(running, running.remaining_steps() * running.sketches() * cost, now)
+            for running in self._running
+        )
         for queued in self._queue:
             if queued is job:
                 break
-            steps += _iterations(queued)
-        return round(steps * self._step_time_s, 2)
+            ahead += _capped(queued, _iterations(queued) * queued.sketches() * cost, None)
+        own = _capped(job, _iterations(job) * job.sketches() * cost, None)
+        return round(ahead / max(1, len(self.runners)) + own, 2)
 
-    def _persist(self, job: Job) -> None:
+    def _save_snapshot(self, job: Job) -> None:
+        """Keep an unfinished job's best strokes so far on disk (in place of a result: only a
+        done job's result is ever served as final or cached)."""
+        with self._lock:
+            snapshot = job.snapshot
+        if snapshot is None:
+            return
+        try:
+            self.store.save_result(job.id, {**snapshot, "id": job.id, "partial": True})
+        except OSError as exc:
+            log.error("cannot save the best strokes so far of job %s: %s", job.id, exc)
+
+    def _persist(self, job: Job) -> bool:
+        """Write the job's record; False (logged, retried later) when the write failed."""
         # The snapshot is taken inside the persist lock, so a later write never carries an
         # older state than an earlier one.
         with self._persist_lock:
@@ -452,7 +581,110 @@ class JobQueue:
             try:
                 self.store.save_record(record)
             except OSError as exc:
-                log.error("cannot save the record of job %s: %s", job.id, exc)
+                first = job.id not in self._unsaved_records
+                self._unsaved_records.add(job.id)
+                if first:
+                    log.error(
+                        "cannot save the record of job %s (%s); retrying", job.id, exc.strerror
+                    )
+                return False
+            self._unsaved_records.discard(job.id)
+            return True
+
+    # --- results and records a failed write left in memory -------------------------------
+
+    def _save_result(self, job: Job, body: bytes) -> None:
+        """Store a finished job's result; if the disk refuses, keep it in memory (served from
+        there, written by :meth:`retry_unsaved`), so a finished sketch is never lost."""
+        try:
+            self.store.save_result(job.id, body)
+        except OSError as exc:
+            with self._lock:
+                self._unsaved_results[job.id] = body
+            log.error(
+                "cannot save the result of job %s (%s); it is kept in memory and saving is retried",
+                job.id,
+                exc.strerror or exc,
+            )
+            return
+        self._store_cache_entry(job)
+
+    def _store_cache_entry(self, job: Job) -> None:
+        if not job.cache_key:
+            return
+        try:
+            self.store.cache_store(job.cache_key, job.id)
+        except OSError as exc:  # only costs a later identical request its shortcut
+            log.warning("cannot save the cache entry of job %s: %s", job.id, exc.strerror)
+
+    def retry_unsaved(self) -> int:
+        """Write the results and records that could not be written before; how many are
+        still unsaved. Called periodically and at shutdown."""
+        with self._lock:
+            results = list(self._unsaved_results.items())
+            records = [self._jobs[i] for i in self._unsaved_records if i in self._jobs]
+        for job_id, body in results:
+            try:
+                self.store.save_result(job_id, body)
+            except OSError:
+                continue
+            with self._lock:
+                self._unsaved_results.pop(job_id, None)
+                job = self._jobs.get(job_id)
+            log.info("the result of job %s is saved now", job_id)
+            if job is not None:
+                self._store_cache_entry(job)
+        for job in records:
+            if self._persist(job):
+                log.info("the record of job %s is saved now", job.id)
+        with self._lock:
+            return len(self._unsaved_results) + len(self._unsaved_records)
+
+    def result_in_memory(self, job_id: str) -> bytes | None:
+        """The result body of a finished job that is not on disk yet, else None."""
+        with self._lock:
+            return self._unsaved_results.get(job_id)
+
+    def result_lost(self, job_id: str, message: str) -> None:
+        """A done job whose stored result turned out damaged: it is failed from now on."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state != protocol.DONE:
+                return
+            job.state = protocol.FAILED
+            job.error = {"error": "internal", "message": message}
+        self._persist(job)
+        log.info("job %s failed: %s", job_id, message)
+
+    def _warning_locked(self, job: Job) -> str | None:
+        if job.id in self._unsaved_results:
+            return (
+                "the result could not be saved to disk yet; it is kept in memory and saving "
+                "is retried (is the disk full?)"
+            )
+        if job.id in self._unsaved_records:
+            return "the job's record could not be saved to disk yet; saving is retried"
+        return None
+
+
+def _capped(job: Job, seconds: float, now: float | None) -> float:
+    """``seconds`` of work left, no more than what the job's time budget leaves (``now``:
+    the job is running, so the time spent counts against its budget)."""
+    budget = job.settings.get("time_budget_s")
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool):
+        return seconds
+    spent = job.elapsed_s(now) if now is not None else 0.0
+    return min(seconds, max(0.0, budget - spent))
+
+
+_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])*[^\s'",:;)]*""")
+
+
+def without_paths(exc: BaseException) -> str:
+    """An exception's text for clients: the server's file paths are not theirs to see."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _PATH.sub("<path>", str(exc))
 
 
 def _iterations(job: Job) -> int:

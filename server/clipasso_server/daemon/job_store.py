@@ -7,6 +7,7 @@ one, never half of one. Layout under the state dir::
     jobs/<id>.json      one record per job (state, settings, times, error, cache key)
     results/<id>.json   the protocol's result body of each finished job
     cache/<key>.json    {"id": job id} for each cache key (image bytes + settings + models)
+    thumbnails/<id>.jpg a small copy of each job's photo, for the web page
 
 No torch here: the store deals in plain JSON.
 """
@@ -17,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +27,93 @@ from typing import Any
 from inkscape_clipasso import protocol
 
 log = logging.getLogger("clipasso.daemon")
+
+#: a job record's fields that must be there, and the JSON types each may have (None: null)
+_RECORD_FIELDS: dict[str, tuple[type | None, ...]] = {
+    "id": (str,),
+    "settings": (dict,),
+    "created_at": (int, float),
+    "state": (str,),
+}
+_OPTIONAL_FIELDS: dict[str, tuple[type | None, ...]] = {
+    "name": (str,),
+    "image_sha256": (str,),
+    "started_at": (int, float, None),
+    "finished_at": (int, float, None),
+    "step": (int,),
+    "total": (int,),
+    "best_loss": (dict,),
+    "error": (dict, None),
+    "reason": (str, None),
+    "step_time_s": (int, float, None),
+}
+
+
+class DamagedResultError(Exception):
+    """A stored result that is not whole (cut short by a full disk, edited, bit rot).
+
+    ``message`` is for clients: it names the job, never a server path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def record_problem(record: Any, job_id: str) -> str | None:
+    """What is wrong with a job record read from ``<job_id>.json``, or None if it is sound.
+
+    Only the fields the daemon reads are checked; fields it does not know are left alone
+    (a newer daemon may have written them).
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("id") != job_id:
+        return f"its id {record.get('id')!r} does not match the file name"
+    for name, types in (*_RECORD_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
+        if name not in record:
+            if name in _RECORD_FIELDS:
+                return f"{name} is missing"
+            continue
+        problem = _type_problem(record[name], types)
+        if problem:
+            return f"{name} {problem}"
+    if record["state"] not in protocol.JOB_STATES:
+        return f"state {record['state']!r} is not a job state"
+    for name in ("step", "total"):
+        if record.get(name, 0) < 0:
+            return f"{name} is negative"
+    for level, loss in (record.get("best_loss") or {}).items():
+        if not str(level).isdigit() or _type_problem(loss, (int, float)):
+            return f"best_loss has a bad entry {level!r}"
+    error = record.get("error")
+    if error is not None and not all(isinstance(error.get(k), str) for k in ("error", "message")):
+        return "error is not {error, message}"
+    try:
+        protocol.parse_settings(record["settings"])
+    except protocol.ProtocolError as exc:
+        return f"its settings are not valid ({exc.message})"
+    return None
+
+
+def _type_problem(value: Any, types: tuple[type | None, ...]) -> str | None:
+    if value is None:
+        return None if None in types else "is null"
+    if isinstance(value, bool) or not isinstance(value, tuple(t for t in types if t)):
+        return f"has the wrong type ({type(value).__name__})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"is not a finite number ({value})"
+    return None
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN and infinity replaced by None (JSON has neither)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
 
 
 def default_state_dir() -> Path:
@@ -64,10 +153,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def cache_key(image_sha256: str, settings: dict[str, Any], models: dict[str, str]) -> str:
-    """sha256 over the image's hash, the canonical settings JSON and the model versions."""
+def cache_key(
+    image_sha256: str,
+    settings: dict[str, Any],
+    models: dict[str, str],
+    engine: dict[str, str] | None = None,
+) -> str:
+    """sha256 over the image's hash, the canonical settings JSON (every setting: a changed
+    width, colour or time budget is another sketch), the model versions and ``engine`` (its
+    version, device kind and resolved renderer), so an upgrade never serves old results."""
     canonical = json.dumps(
-        {"image": image_sha256, "settings": settings, "models": models},
+        {"image": image_sha256, "settings": settings, "models": models, "engine": engine or {}},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -82,7 +178,8 @@ class JobStore:
         self.jobs_dir = self.root / "jobs"
         self.results_dir = self.root / "results"
         self.cache_dir = self.root / "cache"
-        for directory in (self.jobs_dir, self.results_dir, self.cache_dir):
+        self.thumbnails_dir = self.root / "thumbnails"
+        for directory in (self.jobs_dir, self.results_dir, self.cache_dir, self.thumbnails_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # --- job records ------------------------------------------------------------------
@@ -95,36 +192,99 @@ class JobStore:
         atomic_write(self.jobs_dir / f"{job_id}.json", _dumps(record))
 
     def load_records(self) -> list[dict[str, Any]]:
-        """Every readable job record, oldest first; unreadable files are logged and skipped."""
+        """Every sound job record, oldest first.
+
+        A record that cannot be read or fails :func:`record_problem` is renamed aside to
+        ``<id>.json.bad`` (kept for a person to look at, never read again) and logged once, so
+        one damaged file never stops the daemon from starting.
+        """
         records = []
         for path in self.jobs_dir.glob("*.json"):
             if not protocol.is_job_id(path.stem):
                 continue
             record = _read_json(path)
-            if not isinstance(record, dict) or record.get("id") != path.stem:
-                log.warning("ignoring unreadable job record %s", path)
+            problem = (
+                "it is not valid JSON" if record is None else record_problem(record, path.stem)
+            )
+            if problem is not None:
+                self._set_aside(path, problem)
                 continue
             records.append(record)
-        records.sort(key=lambda r: (r.get("created_at") or 0.0, r["id"]))
+        records.sort(key=lambda r: (r["created_at"], r["id"]))
         return records
+
+    def _set_aside(self, path: Path, problem: str) -> None:
+        aside = path.with_name(path.name + ".bad")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            log.warning(
+                "ignoring the damaged job record %s (%s); cannot rename it: %s", path, problem, exc
+            )
+            return
+        log.warning("set aside the damaged job record %s as %s: %s", path, aside.name, problem)
 
     # --- results ----------------------------------------------------------------------
 
-    def save_result(self, job_id: str, result: dict[str, Any]) -> None:
-        """Write a finished job's result body."""
-        atomic_write(self.results_dir / f"{job_id}.json", _dumps(result))
+    def save_result(self, job_id: str, result: dict[str, Any] | bytes) -> None:
+        """Write a finished job's result body (a dict, or the JSON bytes of one)."""
+        data = result if isinstance(result, bytes) else result_json(result)
+        atomic_write(self.results_dir / f"{job_id}.json", data)
 
     def result_bytes(self, job_id: str) -> bytes | None:
-        """The stored result body as JSON bytes, or None if there is none."""
+        """The stored result body as JSON bytes, or None if there is none.
+
+        The body is parsed and checked against the protocol first: a damaged one is deleted
+        (with the cache entries pointing at it) and DamagedResultError raised, so it is never
+        served and an identical request runs again.
+        """
         if not protocol.is_job_id(job_id):
             return None
+        path = self.results_dir / f"{job_id}.json"
         try:
-            return (self.results_dir / f"{job_id}.json").read_bytes()
+            body = path.read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            result = json.loads(body, parse_constant=_refuse_constant)
+            protocol.validate_result(result)
+            if result.get("id") != job_id:
+                raise ValueError("it belongs to another job")
+        except (ValueError, RecursionError) as exc:  # ProtocolError is a ValueError
+            problem = exc.message if isinstance(exc, protocol.ProtocolError) else str(exc)
+            log.warning("dropping the damaged result %s: %s", path, problem[:200])
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self.prune_cache()
+            raise DamagedResultError(
+                f"its stored result was damaged ({problem[:120]}) and has been deleted; "
+                "submit the job again"
+            ) from None
+        return body
+
+    def check_result(self, job_id: str) -> None:
+        """Raise DamagedResultError (and drop the file) unless the stored result is whole."""
+        self.result_bytes(job_id)
 
     def has_result(self, job_id: str) -> bool:
         return protocol.is_job_id(job_id) and (self.results_dir / f"{job_id}.json").is_file()
+
+    # --- thumbnails -------------------------------------------------------------------
+
+    def save_thumbnail(self, job_id: str, jpeg: bytes) -> None:
+        """Keep a job's thumbnail (JPEG bytes) for as long as the job."""
+        if not protocol.is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        atomic_write(self.thumbnails_dir / f"{job_id}.jpg", jpeg)
+
+    def thumbnail_bytes(self, job_id: str) -> bytes | None:
+        """A job's thumbnail, or None if it has none."""
+        if not protocol.is_job_id(job_id):
+            return None
+        try:
+            return (self.thumbnails_dir / f"{job_id}.jpg").read_bytes()
+        except FileNotFoundError:
+            return None
 
     # --- cache ------------------------------------------------------------------------
 
@@ -147,7 +307,11 @@ class JobStore:
         without a result, which reads as "result missing", never the other way round."""
         if not protocol.is_job_id(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
-        for path in (self.results_dir / f"{job_id}.json", self.jobs_dir / f"{job_id}.json"):
+        for path in (
+            self.results_dir / f"{job_id}.json",
+            self.thumbnails_dir / f"{job_id}.jpg",
+            self.jobs_dir / f"{job_id}.json",
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -165,12 +329,21 @@ class JobStore:
         return removed
 
 
+def result_json(result: dict[str, Any]) -> bytes:
+    """A result body as the JSON bytes that are stored and served (NaN sent as null)."""
+    return _dumps(json_safe(result))
+
+
 def _dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return json.loads(path.read_bytes(), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError):
         return None

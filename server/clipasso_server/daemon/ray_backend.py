@@ -1,0 +1,264 @@
+"""Workers as Ray actors, for several hosts: ``clipasso serve --backend ray``.
+
+The daemon stays the single front end (the same API, queue, store and cache); each worker is
+a Ray actor holding one GPU (``num_gpus=1``; CPUs on a CPU cluster) that runs the same
+:class:`~clipasso_server.daemon.worker_process.SketchRunner` as a worker process. The engine
+runs in a thread inside the actor; the daemon polls the actor for progress and snapshots every
+tenth of a second and sends cancel as an actor call, so no Ray feature beyond plain actor
+calls is needed. A dead actor (a lost node, ``ray.kill``, the OOM killer) fails its job with a
+message, and a new actor is created for the next one. Ray is optional: without it
+``--backend ray`` says how to install it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from clipasso_server.daemon.worker_process import ProgressSink, SketchRunner, WorkerOptions
+from clipasso_server.daemon.workers import (
+    BUSY,
+    DEFAULT_CANCEL_GRACE_S,
+    IDLE,
+    START_TIMEOUT_S,
+    STARTING,
+    STOPPED,
+    WorkerError,
+    cancelled_with,
+    settle,
+)
+from clipasso_server.engine.errors import EngineError
+
+log = logging.getLogger("clipasso.daemon")
+
+INSTALL_HINT = "pip install 'clipasso-inkscape[ray]' (or pip install ray)"
+_POLL_S = 0.1
+_init_lock = threading.Lock()
+
+
+def ray_missing() -> str | None:
+    """Why ``--backend ray`` cannot work here (Ray not installed), or None."""
+    if importlib.util.find_spec("ray") is None:
+        return f"--backend ray needs Ray, which is not installed; install it with {INSTALL_HINT}"
+    return None
+
+
+def ensure_ray(address: str | None) -> Any:
+    """The ``ray`` module, connected: to ``address``, else to the Ray already initialised in
+    this process (the tests start one), else to a new local one."""
+    missing = ray_missing()
+    if missing:
+        raise WorkerError(missing)
+    import ray
+
+    with _init_lock:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+class SketchActor:
+    """The actor's body: one SketchRunner, one job at a time in a thread, events in a queue."""
+
+    def __init__(self, options: WorkerOptions) -> None:
+        self.runner = SketchRunner(options)
+        self._events: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def info(self) -> dict[str, Any]:
+        import socket
+
+        return {**self.runner.info(), "node": socket.gethostname()}
+
+    def start_job(self, image: bytes, settings: dict[str, Any]) -> None:
+        self._cancel.clear()
+        self._events = events = queue.Queue()
+
+        def work() -> None:
+            outcome = self.runner.run(
+                image,
+                settings,
+                lambda report, snapshot: events.put(("progress", report, snapshot)),
+                self._cancel.is_set,
+            )
+            events.put((outcome[0], *outcome[1]))
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def poll(self) -> list[tuple[Any, ...]]:
+        """Every event since the last poll (progress, then the final outcome)."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+
+class RayWorker:
+    """One Ray actor on one device, created again whenever it dies."""
+
+    def __init__(
+        self,
+        name: str,
+        options: WorkerOptions,
+        address: str | None = None,
+        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+    ) -> None:
+        self.name = name
+        # Ray hands each actor its own GPU (CUDA_VISIBLE_DEVICES): inside, it is "cuda"
+        gpu = options.device.startswith("cuda")
+        self.options = WorkerOptions(**{**options.__dict__, "device": "cuda" if gpu else "cpu"})
+        self.address = address
+        self.cancel_grace_s = cancel_grace_s
+        self.restarts = 0
+        self.last_info: dict[str, Any] = {}
+        self._gpu = gpu
+        self._lock = threading.Lock()
+        self._state = STARTING
+        self._job_id: str | None = None
+        self._actor: Any = None
+        self._ray: Any = None
+        self._ready = threading.Event()
+        self._start_error: WorkerError | None = None
+
+    def start(self) -> None:
+        """Create the actor; it is ready once its runner is built (torch imported)."""
+        self._ready.clear()
+        self._start_error = None
+        self._state = STARTING
+        try:
+            ray = self._ray = ensure_ray(self.address)
+            resources = {"num_gpus": 1} if self._gpu else {"num_cpus": self.options.threads or 1}
+            actor_class = ray.remote(max_concurrency=4, max_restarts=0, **resources)(SketchActor)
+            self._actor = actor_class.options(name=None).remote(self.options)
+        except WorkerError as exc:
+            self._start_error = exc
+            self._state = STOPPED
+            self._ready.set()
+            return
+        threading.Thread(target=self._await_ready, args=(self._actor,), daemon=True).start()
+        log.info("%s: creating a Ray actor (%s)", self.name, "1 GPU" if self._gpu else "CPU")
+
+    def _await_ready(self, actor: Any) -> None:
+        try:
+            info = self._ray.get(actor.info.remote(), timeout=START_TIMEOUT_S)
+        except Exception as exc:
+            self._start_error = WorkerError(f"{self.name}: the Ray actor did not start ({exc})")
+            log.error("%s", self._start_error.message)
+            with self._lock:
+                self._state = STOPPED
+        else:
+            with self._lock:
+                self.last_info = dict(info)
+                self._state = IDLE
+            log.info("%s ready on %s (%s)", self.name, info.get("device"), info.get("node"))
+        self._ready.set()
+
+    def close(self, grace_s: float = 5.0) -> None:
+        with self._lock:
+            self._state = STOPPED
+            actor, self._actor = self._actor, None
+        if actor is not None and self._ray is not None:
+            try:
+                self._ray.kill(actor)
+            except Exception as exc:  # the cluster may be gone already
+                log.warning("%s: cannot kill its Ray actor: %s", self.name, exc)
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout) and self._start_error is None
+
+    def _recreate(self, why: str) -> None:
+        with self._lock:
+            if self._state == STOPPED and self._actor is None:
+                return  # closing
+        self.restarts += 1
+        log.warning("%s: creating its Ray actor again (%s)", self.name, why)
+        old = self._actor
+        if old is not None:
+            with contextlib.suppress(Exception):
+                self._ray.kill(old)
+        self.start()
+
+    def run(self, job: Any, progress: ProgressSink, should_stop: Any) -> dict[str, Any]:
+        """Run ``job`` on the actor; the result body."""
+        if job.image is None:
+            raise EngineError("the job's image is gone")
+        self._ready.wait()
+        if self._start_error is not None:
+            error = self._start_error
+            self._recreate("it had failed to start")
+            raise error
+        with self._lock:
+            self._state, self._job_id = BUSY, job.id
+            actor = self._actor
+        try:
+            return self._exchange(actor, job, progress, should_stop)
+        finally:
+            with self._lock:
+                if self._state == BUSY:
+                    self._state = IDLE
+                self._job_id = None
+
+    def _exchange(
+        self, actor: Any, job: Any, progress: ProgressSink, should_stop: Any
+    ) -> dict[str, Any]:
+        ray = self._ray
+        cancel_sent_at: float | None = None
+        try:
+            ray.get(actor.start_job.remote(job.image, job.settings))
+            while True:
+                for event in ray.get(actor.poll.remote()):
+                    final = settle(event, progress)
+                    if final is not None:
+                        self.last_info, body, error = final
+                        if error is not None:
+                            raise error
+                        return body
+                if should_stop():
+                    now = time.monotonic()
+                    if cancel_sent_at is None:
+                        actor.cancel.remote()
+                        cancel_sent_at = now
+                    elif now - cancel_sent_at > self.cancel_grace_s:
+                        grace = self.cancel_grace_s
+                        self._recreate(f"it did not stop within {grace:g} s of a cancel")
+                        raise cancelled_with(None)
+                time.sleep(_POLL_S)
+        except ray.exceptions.RayActorError as exc:
+            what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = (
+                f"the Ray actor running this job died ({what[:300]}); a new one was created, "
+                "so the job can be submitted again"
+            )
+            log.error("%s: job %s failed: %s", self.name, job.id, message)
+            self._recreate("its actor died")
+            raise WorkerError(message) from None
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            state, job_id, last = self._state, self._job_id, dict(self.last_info)
+        return {
+            "name": self.name,
+            "backend": "ray",
+            "device": str(last.get("device") or self.options.device),
+            "state": state,
+            "pid": last.get("pid"),
+            "node": last.get("node"),
+            "rss_bytes": last.get("rss_bytes"),
+            "job": job_id,
+            "restarts": self.restarts,
+            "free_bytes": last.get("free_bytes"),
+            "total_bytes": last.get("total_bytes"),
+            "models_loaded": list(last.get("models_loaded") or ()),
+        }

@@ -1,0 +1,171 @@
+"""Worker processes: torch stays out of the HTTP process, a dead or stuck worker fails or
+cancels only its own job and is started again, two CPU workers run two jobs at once, and the
+torch-free model table still agrees with open_clip."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from daemon_helpers import Client, assert_error, job_body
+
+from inkscape_clipasso import protocol
+
+
+def _serve_args(state_dir, weights_dir, *extra: str) -> list[str]:
+    return [
+        "--port", "0", "--device", "cpu", "--no-download",
+        "--state-dir", str(state_dir), "--clip-weights", str(weights_dir), *extra,
+    ]  # fmt: skip
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+        return maps.read()
+
+
+def _workers(client: Client) -> list[dict]:
+    code, body = client.get("/v1/health")
+    assert code == 200, body
+    protocol.validate_health(body)
+    return body["workers"]
+
+
+def _wait_workers(client: Client, until, timeout: float = 120.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = _workers(client)
+        if until(workers):
+            return workers
+        assert time.monotonic() < deadline, workers
+        time.sleep(0.1)
+
+
+def _wait_partial(client: Client, job_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = client.get(f"/v1/jobs/{job_id}/result?partial=1")
+        if code == 200:
+            return protocol.validate_result(body)
+        assert_error(code, body, "not_ready")
+        assert time.monotonic() < deadline, "no snapshot came"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def serve(serve_process, tmp_path, test_weights_dir):
+    """Start ``clipasso serve`` with process workers; (Client, ServeProcess)."""
+
+    def start(*extra: str):
+        process = serve_process(_serve_args(tmp_path / "state", test_weights_dir, *extra))
+        return Client(process.wait_ready()), process
+
+    return start
+
+
+def test_the_http_process_never_loads_torch_and_the_worker_does(serve):
+    client, process = serve()
+    job = client.submit(iterations=2)
+    assert client.wait(job["id"])["state"] == protocol.DONE
+    (worker,) = _workers(client)
+    assert worker["backend"] == "process" and worker["device"] == "cpu"
+    assert worker["state"] == "idle" and worker["pid"] != process.process.pid
+    assert worker["rss_bytes"] > 50 * 1024 * 1024
+    assert worker["models_loaded"] == ["test-tiny-rn", "test-tiny-vit"]
+    assert "libtorch" not in _maps(process.process.pid)
+    assert "libtorch" in _maps(worker["pid"])
+
+
+def test_a_killed_worker_fails_its_job_says_why_and_the_next_job_runs(serve):
+    client, _ = serve()
+    doomed = client.submit(iterations=5000, seed=1)
+    client.wait(doomed["id"], until=lambda s: s["step"] >= 1)
+    snapshot = _wait_partial(client, doomed["id"])  # snapshots cross the pipe
+    (worker,) = _workers(client)
+    os.kill(worker["pid"], signal.SIGKILL)
+    status = client.wait(doomed["id"])
+    assert status["state"] == protocol.FAILED, status
+    code, kept = client.get(f"/v1/jobs/{doomed['id']}/result?partial=1")
+    assert code == 200 and kept["partial"] is True and kept["step"] >= snapshot["step"]
+    message = status["error"]["message"]
+    assert "SIGKILL" in message and "out of memory" in message, message
+    assert status["error"]["error"] == "insufficient_memory"
+    (restarted,) = _wait_workers(client, lambda w: w[0]["restarts"] == 1)
+    assert restarted["pid"] != worker["pid"]
+    after = client.submit(iterations=2, seed=2)
+    assert client.wait(after["id"])["state"] == protocol.DONE
+
+
+def test_a_worker_that_does_not_stop_is_terminated_and_started_again(serve):
+    client, _ = serve()
+    stuck = client.submit(iterations=5000, seed=3)
+    client.wait(stuck["id"], until=lambda s: s["step"] >= 1)
+    (worker,) = _workers(client)
+    os.kill(worker["pid"], signal.SIGSTOP)  # it can no longer see the cancel
+    code, _ = client.delete(f"/v1/jobs/{stuck['id']}")
+    assert code == 200
+    assert client.wait(stuck["id"], timeout=30)["state"] == protocol.CANCELLED
+    (restarted,) = _wait_workers(client, lambda w: w[0]["restarts"] == 1)
+    assert restarted["pid"] != worker["pid"]
+    assert not os.path.exists(f"/proc/{worker['pid']}/maps") or "libtorch" not in _maps(
+        worker["pid"]
+    )  # the stopped process is gone (or a zombie)
+    after = client.submit(iterations=2, seed=4)
+    assert client.wait(after["id"])["state"] == protocol.DONE
+
+
+def test_two_cpu_workers_run_two_jobs_at_once(serve):
+    client, _ = serve("--workers", "2")
+    first = client.submit(iterations=5000, seed=5)
+    second = client.submit(iterations=5000, seed=6)
+    for job in (first, second):
+        client.wait(job["id"], until=lambda s: s["state"] == protocol.RUNNING and s["step"] >= 1)
+    workers = _workers(client)
+    assert {w["state"] for w in workers} == {"busy"}
+    assert {w["job"] for w in workers} == {first["id"], second["id"]}
+    for job in (first, second):
+        client.delete(f"/v1/jobs/{job['id']}")
+        assert client.wait(job["id"])["state"] == protocol.CANCELLED
+
+
+def test_a_job_that_cannot_fit_in_memory_is_refused(shared_daemon):
+    client, _ = shared_daemon
+    body = job_body(loss_model="RN101", saliency_model="ViT-B-32", seeds=16)
+    body["settings"]["levels"] = [2, 4, 8, 16, 32, 64, 96, 128]
+    status, answer = client.post_json("/v1/jobs", body)
+    assert_error(status, answer, "insufficient_memory")
+    assert "8 levels x 16 seeds" in answer["message"] and "GB" in answer["message"]
+
+
+def test_the_torch_free_model_table_agrees_with_open_clip():
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from clipasso_server.engine import model_specs
+
+    for name in model_specs.known_models():
+        spec = model_specs.model_spec(name)
+        if spec.pretrained_tag is None:
+            continue
+        cfg = get_pretrained_cfg(spec.arch, spec.pretrained_tag)
+        assert (spec.url, spec.hf_hub) == (cfg["url"], cfg["hf_hub"].strip("/")), name
+
+
+def test_the_gpu_check_says_there_is_no_cuda_and_exits_0(tmp_path):
+    import subprocess
+    import sys
+
+    from daemon_helpers import ROOT
+
+    env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done
+    assert "no CUDA device here" in done.stdout
+    assert (tmp_path / "out" / "summary.json").read_text().strip() == '{"cuda": false}'
