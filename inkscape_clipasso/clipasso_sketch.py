@@ -22,8 +22,10 @@ if __name__ == "__main__" and not __package__:
 import inkex
 
 from inkscape_clipasso import protocol
+from inkscape_clipasso.abandonment import output_closed
 from inkscape_clipasso.bitmap_size import bitmap_size
-from inkscape_clipasso.daemon_client import DaemonClient, DaemonError, run_jobs
+from inkscape_clipasso.daemon_client import DaemonClient, DaemonError
+from inkscape_clipasso.estimate import describe, format_duration
 from inkscape_clipasso.image_source import (
     ImageError,
     SourceImage,
@@ -31,11 +33,24 @@ from inkscape_clipasso.image_source import (
     read_image,
     split_selection,
 )
-from inkscape_clipasso.layers import LayerOptions, build_sketch_layer, ns, visible_levels
+from inkscape_clipasso.job_runner import JobOutcome, WaitOptions, run_jobs
+from inkscape_clipasso.layers import (
+    LayerOptions,
+    build_sketch_layer,
+    ns,
+    parent_label,
+    unfinished_job,
+    visible_levels,
+)
+from inkscape_clipasso.live_view import open_page, page_url
 from inkscape_clipasso.placement import place_image
 
-#: Longest single HTTP request; the overall deadline is the user's timeout.
+#: Longest single HTTP request; the overall deadline comes from the time limit.
 REQUEST_TIMEOUT_S = 30.0
+#: The time limit's presets in the dialog, in seconds (0: no limit).
+TIME_LIMITS = ("600", "120", "3600", "0")
+#: Beyond the engine's own budget, time for loading models and moving the results.
+GRACE_S, GRACE_FRACTION = 30.0, 0.1
 SELECT_HINT = (
     "Select one or more bitmap images (an imported photo: File > Import, then click it) "
     "and run Extensions > CLIPasso > Sketch again."
@@ -64,16 +79,24 @@ class ClipassoSketch(inkex.EffectExtension):
         pars.add_argument("--width", type=float, default=0.5, help="in document units")
         pars.add_argument("--color", type=inkex.Color, default=inkex.Color("#000000"))
         pars.add_argument("--remove_background", type=inkex.Boolean, default=False)
+        pars.add_argument(
+            "--time_limit", default=TIME_LIMITS[0], choices=TIME_LIMITS, help="seconds; 0: none"
+        )
         # Daemon
         pars.add_argument("--url", default=protocol.DEFAULT_URL)
         pars.add_argument("--token", default="")
-        pars.add_argument("--timeout", type=int, default=1800, help="overall limit in seconds")
+        pars.add_argument(
+            "--timeout", type=int, default=86400, help="longest wait in seconds, in any case"
+        )
+        pars.add_argument("--live_view", type=inkex.Boolean, default=True)
         pars.add_argument("--loss_model", default=protocol.DEFAULT_LOSS_MODEL)
         pars.add_argument("--saliency_model", default=protocol.DEFAULT_SALIENCY_MODEL)
         pars.add_argument("--poll_interval", type=float, default=1.0, help="seconds between polls")
         # Output
         pars.add_argument("--visible_level", default="most")
         pars.add_argument("--photo", default="keep", choices=("keep", "lock", "hide"))
+        pars.add_argument("--clip", type=inkex.Boolean, default=True, help="strokes inside")
+        pars.add_argument("--on_time_limit", default="keep", choices=("keep", "cancel"))
 
     def effect(self) -> None:
         elements, others = split_selection(list(self.svg.selection.values()))
@@ -92,21 +115,47 @@ class ClipassoSketch(inkex.EffectExtension):
                 for element in elements
             ]
             client = DaemonClient(self.options.url, self.options.token, REQUEST_TIMEOUT_S)
+            keep = self.options.on_time_limit == "keep"
+            job_settings = [self._job_settings(settings, source) for source in sources]
             bodies = [
-                protocol.build_job_request(
-                    source.data, self._job_settings(settings, source), source.name
-                )
-                for source in sources
+                protocol.build_job_request(source.data, chosen, source.name, detached=keep)
+                for source, chosen in zip(sources, job_settings, strict=True)
             ]
-            results = run_jobs(
-                client,
-                bodies,
-                float(self.options.timeout),
-                poll_interval=max(0.01, self.options.poll_interval),
-            )
+            # a job an earlier run left running for the same photo and settings is waited for
+            resume = [
+                unfinished_job(self.svg, source.element.get("id") or "", source.data, chosen)
+                for source, chosen in zip(sources, job_settings, strict=True)
+            ]
+            outcomes = run_jobs(client, bodies, self._wait_options(keep), resume=resume)
         except (protocol.ProtocolError, ValueError, ImageError, DaemonError) as exc:
             raise inkex.AbortExtension(str(exc)) from None
-        self._insert(sources, results, [display_name(element) for element in others])
+        self._insert(sources, outcomes, [display_name(element) for element in others])
+
+    def _time_limit(self) -> float | None:
+        """The user's time limit in seconds, None for no limit."""
+        return float(self.options.time_limit) or None
+
+    def _wait_options(self, keep: bool) -> WaitOptions:
+        """The wait: the time limit plus a grace for loading and transfers (the engine spends
+        the limit itself), never beyond the Daemon page's longest wait."""
+        limit = self._time_limit()
+        cap = float(self.options.timeout)
+        if cap <= 0:
+            raise ValueError(f"the longest wait must be more than 0 s, got {cap:g}")
+        deadline = cap if limit is None else min(cap, limit + GRACE_S + GRACE_FRACTION * limit)
+        shown = limit if limit is not None and deadline > limit else deadline
+        return WaitOptions(
+            deadline_s=deadline,
+            keep_running=keep,
+            limit_text=format_duration(shown),
+            poll_interval=max(0.01, self.options.poll_interval),
+            on_submitted=self._open_live_view if self.options.live_view else None,
+            abandoned=output_closed,
+        )
+
+    def _open_live_view(self, job_ids: list[str]) -> None:
+        """Inkscape shows no progress: the daemon's page for the job does."""
+        open_page(page_url(self.options.url, job_ids))
 
     def _settings(self) -> protocol.SketchSettings:
         """The dialog's values, validated by the shared protocol (errors name the field)."""
@@ -121,8 +170,18 @@ class ClipassoSketch(inkex.EffectExtension):
                 "remove_background": bool(options.remove_background),
                 "loss_model": options.loss_model.strip(),
                 "saliency_model": options.saliency_model.strip(),
+                "time_budget_s": self._budget(),
             }
         )
+
+    def _budget(self) -> float | None:
+        """The engine's time budget per job: the time limit shared by the selected images
+        (the daemon runs them one after the other), None for no limit."""
+        limit = self._time_limit()
+        if limit is None:
+            return None
+        count = max(1, len(split_selection(list(self.svg.selection.values()))[0]))
+        return max(protocol.MIN_TIME_BUDGET_S, round(limit / count, 1))
 
     def _output_width(self) -> float | None:
         """The stroke width in root user units, or None for "as the reference"."""
@@ -154,22 +213,44 @@ class ClipassoSketch(inkex.EffectExtension):
         canvas = min(max(canvas, protocol.MIN_WIDTH), protocol.MAX_WIDTH)
         return protocol.parse_settings({**settings.to_json(), "width": round(canvas, 4)})
 
-    def _insert(self, sources: list[SourceImage], results: list[dict], ignored: list[str]) -> None:
+    def _insert(
+        self, sources: list[SourceImage], outcomes: list[JobOutcome], ignored: list[str]
+    ) -> None:
         """Build every layer first, then add them all: a failure leaves the document alone.
 
         ``ignored`` (selected objects that are not images) is recorded on each parent layer
-        rather than reported, since any stderr output would open a dialog on success.
+        rather than reported, since any stderr output would open a dialog on success; so are
+        the wait and the daemon's estimate.
         """
         taken = {str(value) for value in self.svg.xpath("//@id")}
-        layer_options = LayerOptions(self._output_width(), self.options.visible_level)
+        labels = [str(value) for value in self.svg.xpath("//@inkscape:label")]
+        layer_options = LayerOptions(
+            self._output_width(), self.options.visible_level, bool(self.options.clip)
+        )
         built = []
-        for source, result in zip(sources, results, strict=True):
+        for source, outcome in zip(sources, outcomes, strict=True):
+            result = outcome.result
             placement = place_image(
                 source.element, result["image"]["width"], result["image"]["height"]
             )
+            label = parent_label(source.name, labels)
+            labels.append(label)
+            note = describe(
+                outcome.estimate,
+                outcome.waited_s,
+                result.get("steps_run", result.get("step")),
+                int(result["settings"]["iterations"]),
+            )
             built.append(
                 build_sketch_layer(
-                    source.element, source.name, placement, result, layer_options, taken
+                    source.element,
+                    label,
+                    placement,
+                    result,
+                    layer_options,
+                    taken,
+                    note,
+                    image_data=source.data,
                 )
             )
         for layer, defs in built:

@@ -3,7 +3,8 @@
 Every request has its own timeout and the whole run has a deadline, so Inkscape never waits
 forever. Every answer is checked with the shared protocol module. Failures become
 :class:`DaemonError` with a message meant for the user: an unreachable daemon says how to start
-one, a daemon error shows the daemon's own message.
+one (with the command recorded at install time), a daemon error shows the daemon's own
+message. Waiting for jobs is :mod:`inkscape_clipasso.job_runner`'s job.
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from inkscape_clipasso import protocol
+from inkscape_clipasso.daemon_command import serve_command
 
-START_HINT = (
-    "Start it in a terminal with:  clipasso serve\n"
-    "(or pick the daemon's address on the Daemon page of this extension's dialog)."
-)
+
+def start_hint() -> str:
+    """How to start the daemon, with the command that works on this machine."""
+    return (
+        f"Start it in a terminal with:  {serve_command()}\n"
+        "(or pick the daemon's address on the Daemon page of this extension's dialog)."
+    )
+
+
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -37,6 +43,14 @@ class DaemonUnreachableError(DaemonError):
 
 class DaemonTimeoutError(DaemonError):
     """One request took longer than its time limit."""
+
+
+class DaemonRefusedError(DaemonError):
+    """The daemon answered with an error body; ``code`` is its error code."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DaemonClient:
@@ -73,13 +87,14 @@ class DaemonClient:
             if isinstance(reason, TimeoutError):
                 raise DaemonTimeoutError(_timeout_message(self.url, limit)) from None
             raise DaemonUnreachableError(
-                f"Could not reach the CLIPasso daemon at {self.url} ({reason}).\n{START_HINT}"
+                f"Could not reach the CLIPasso daemon at {self.url} ({reason}).\n{start_hint()}"
             ) from None
         except TimeoutError:
             raise DaemonTimeoutError(_timeout_message(self.url, limit)) from None
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             raise DaemonUnreachableError(
-                f"The connection to the CLIPasso daemon at {self.url} failed ({exc}).\n{START_HINT}"
+                f"The connection to the CLIPasso daemon at {self.url} failed ({exc}).\n"
+                f"{start_hint()}"
             ) from None
 
     def submit(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -94,10 +109,14 @@ class DaemonClient:
             protocol.validate_status, self._request("GET", f"/jobs/{job_id}", None, timeout)
         )
 
-    def result(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-        """``GET /v1/jobs/{id}/result``."""
-        answer = self._request("GET", f"/jobs/{job_id}/result", None, timeout)
-        return _checked(protocol.validate_result, answer)
+    def result(
+        self, job_id: str, timeout: float | None = None, partial: bool = False
+    ) -> dict[str, Any]:
+        """``GET /v1/jobs/{id}/result``; with ``partial``, the best strokes so far of a job
+        still running (``"partial": true, "step": k``; refused with ``not_ready`` before the
+        first snapshot, the final result once done)."""
+        path = f"/jobs/{job_id}/result" + ("?partial=1" if partial else "")
+        return _checked(protocol.validate_result, self._request("GET", path, None, timeout))
 
     def cancel(self, job_id: str) -> None:
         """``DELETE /v1/jobs/{id}``, best effort: errors are ignored (we are already failing)."""
@@ -136,70 +155,11 @@ def _http_error(exc: urllib.error.HTTPError) -> DaemonError:
     if error is None:
         return DaemonError(f"The daemon answered HTTP {exc.code} {exc.reason}.")
     if error.code == "unauthorized":
-        return DaemonError(
+        return DaemonRefusedError(
             f"The daemon refused the request: {error.message}\n"
-            "Set the token on the Daemon page to the one the daemon was started with (--token)."
+            "Set the token on the Daemon page to the one the daemon was started with (--token).",
+            error.code,
         )
-    return DaemonError(f"The daemon refused the request: {error.message} ({error.code})")
-
-
-def run_jobs(
-    client: DaemonClient,
-    bodies: Sequence[dict[str, Any]],
-    deadline_s: float,
-    poll_interval: float = 0.5,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[dict[str, Any]]:
-    """Submit every job, poll them all until done, fetch their results (in ``bodies``' order).
-
-    All jobs are polled on every round, because the daemon cancels a job nobody asks about for
-    a minute. On any failure the jobs still open are cancelled and DaemonError is raised.
-    """
-    end = clock() + deadline_s
-    too_late = DaemonError(
-        f"The sketch did not finish within the timeout ({deadline_s:.0f} s); raise the "
-        "timeout on the Daemon page, or ask for fewer iterations or levels."
+    return DaemonRefusedError(
+        f"The daemon refused the request: {error.message} ({error.code})", error.code
     )
-
-    def remaining() -> float:
-        left = end - clock()
-        if left <= 0:
-            raise too_late
-        return min(client.request_timeout, left)
-
-    job_ids: list[str] = []
-    finished: set[str] = set()
-    try:
-        for body in bodies:
-            job_ids.append(client.submit(body, remaining())["id"])
-        delay = min(0.05, poll_interval)
-        while len(finished) < len(job_ids):
-            for job_id in job_ids:
-                if job_id in finished:
-                    continue
-                status = client.status(job_id, remaining())
-                if status["state"] == protocol.DONE:
-                    finished.add(job_id)
-                elif status["state"] in protocol.FINAL_STATES:
-                    finished.add(job_id)
-                    raise DaemonError(_failure_message(status))
-            if len(finished) < len(job_ids):
-                sleep(min(delay, max(0.0, end - clock())))
-                delay = min(delay * 2, poll_interval)
-        return [client.result(job_id, remaining()) for job_id in job_ids]
-    except BaseException as exc:
-        for job_id in job_ids:
-            if job_id not in finished:
-                client.cancel(job_id)
-        # A request cut short by the overall deadline means the deadline passed.
-        if isinstance(exc, DaemonTimeoutError) and clock() >= end:
-            raise too_late from None
-        raise
-
-
-def _failure_message(status: dict[str, Any]) -> str:
-    error = status.get("error") or {}
-    message = error.get("message") or "no reason given"
-    code = f" ({error['error']})" if error.get("error") else ""
-    return f"The daemon's sketch job {status['state']}: {message}{code}"

@@ -46,9 +46,15 @@ def split_selection(
 
 
 def display_name(element: inkex.BaseElement) -> str:
-    """The image's label when it has one, else its id."""
-    label = element.get("inkscape:label")
-    return label.strip() if label and label.strip() else element.get("id") or "image"
+    """What the user knows the photo by: its label, else the linked file's name (an import
+    gives ids like "image123"), else its id."""
+    label = (element.get("inkscape:label") or "").strip()
+    if label:
+        return label
+    href = (element.get(XLINK_HREF) or element.get("href") or "").strip()
+    path = _href_path(href) if href and not href.startswith("data:") else None
+    name = os.path.basename(path.replace("\\", "/").rstrip("/")) if path else ""
+    return name or element.get("id") or "image"
 
 
 def decode_data_uri(uri: str) -> bytes:

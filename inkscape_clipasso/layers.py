@@ -9,6 +9,7 @@ The settings, seeds, models and daemon version are recorded on the parent layer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,8 @@ from typing import Any
 
 import inkex
 
-from inkscape_clipasso.placement import Box, ImagePlacement
+from inkscape_clipasso import protocol
+from inkscape_clipasso.placement import Box, ImagePlacement, own_transform
 
 #: Namespace of the attributes that record how a sketch was made.
 CLIPASSO_NS = "https://clipasso-inkscape.invalid/ns/1"
@@ -60,6 +62,27 @@ def unique_base(image_id: str, taken: Iterable[str]) -> str:
     return candidate
 
 
+def parent_label(name: str, existing_labels: Iterable[str]) -> str:
+    """``CLIPasso: <name>``, numbered ``(2)``, ``(3)``... when the document already has a
+    sketch layer of that name (a second run on the same photo), so layers stay tellable apart."""
+    stem = f"CLIPasso: {name}"
+    pattern = re.compile(re.escape(stem) + r"(?: \((\d+)\))?(?:,.*)?")
+    numbers = [
+        int(match.group(1) or 1)
+        for match in (pattern.fullmatch(label or "") for label in existing_labels)
+        if match
+    ]
+    return stem if not numbers else f"{stem} ({max(numbers) + 1})"
+
+
+def unfinished_note(result: dict[str, Any]) -> str | None:
+    """ "unfinished (step k of N)" for a best-so-far result, None for a finished one."""
+    if not result.get("partial"):
+        return None
+    total = result["settings"].get("iterations")
+    return f"unfinished (step {int(result.get('step') or 0)} of {total})"
+
+
 def _num(value: float) -> str:
     text = f"{value:.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
@@ -88,10 +111,12 @@ def _stroke_style(color: str, width: float) -> str:
 @dataclass(frozen=True)
 class LayerOptions:
     """How to draw: ``stroke_width`` in root user units, or None to scale the daemon's widths
-    with the image; ``visible`` as :func:`visible_levels` takes it."""
+    with the image; ``visible`` as :func:`visible_levels` takes it; ``clip``: clip the level
+    layers to the photo's visible area (the paths themselves stay whole and editable)."""
 
     stroke_width: float | None = None
     visible: str = "most"
+    clip: bool = True
 
 
 def build_sketch_layer(
@@ -101,35 +126,54 @@ def build_sketch_layer(
     result: dict[str, Any],
     options: LayerOptions,
     taken_ids: set[str],
+    description: str = "",
+    image_data: bytes | None = None,
 ) -> tuple[inkex.Layer, list[inkex.BaseElement]]:
     """(the parent layer, the defs it needs) for one image's result, not yet in the document.
 
-    ``taken_ids`` gets the new ids added, so several images in one run never collide.
+    ``label`` is the parent layer's full label (see :func:`parent_label`); a best-so-far
+    result adds "unfinished (step k of N)" to it. ``description`` (how long it took or was
+    estimated to take) becomes the layer's ``<desc>``, which Inkscape shows in Object
+    Properties. ``image_data`` (the bitmap sent) is recorded as its hash, so a later run can
+    tell a layer of the very same photo. ``taken_ids`` gets the new ids added, so several
+    images in one run never collide.
     """
     base = unique_base(image.get("id") or "", taken_ids)
     parent = inkex.Layer(nsmap={"clipasso": CLIPASSO_NS})
     parent.set("id", base)
     parent.set("inkscape:groupmode", "layer")
-    parent.set("inkscape:label", f"CLIPasso: {label}")
+    note = unfinished_note(result)
+    parent.set("inkscape:label", label if note is None else f"{label}, {note}")
+    if description:
+        desc = inkex.Desc()
+        desc.text = description
+        parent.append(desc)
     parent.set(ns("source"), image.get("id") or "")
+    if image_data is not None:
+        parent.set(ns("image-sha256"), hashlib.sha256(image_data).hexdigest())
     parent.set(ns("job"), result["id"])
     parent.set(ns("version"), result["version"])
     parent.set(ns("seed"), str(result["settings"].get("seed", 0)))
     parent.set(ns("settings"), json.dumps(result["settings"], sort_keys=True))
     parent.set(ns("models"), json.dumps(result["models"], sort_keys=True))
+    for key in ("steps_run", "stop_reason", "step"):
+        if result.get(key) is not None:
+            parent.set(ns(key.replace("_", "-")), str(result[key]))
+    if note is not None:
+        parent.set(ns("partial"), "true")
     new_ids = [base]
     defs: list[inkex.BaseElement] = []
 
-    image_clip = _copy_image_clip(image, placement, f"{base}-clip")
-    if image_clip is not None:
-        defs.append(image_clip)
-        parent.set("clip-path", f"url(#{image_clip.get('id')})")
-        new_ids.append(image_clip.get("id"))
     viewport_clip = None
-    if placement.clip is not None:
-        viewport_clip = _viewport_clip(placement.clip, placement, f"{base}-viewport")
+    if options.clip:
+        image_clip = _copy_image_clip(image, placement, f"{base}-clip")
+        if image_clip is not None:
+            defs.append(image_clip)
+            parent.set("clip-path", f"url(#{image_clip.get('id')})")
+            new_ids.append(image_clip.get("id"))
+        viewport_clip = _viewport_clip(placement.visible, placement, f"{base}-photo-area")
         defs.append(viewport_clip)
-        new_ids.append(viewport_clip.get("id"))
+        new_ids.extend([viewport_clip.get("id"), viewport_clip[0].get("id")])
 
     levels = result["levels"]
     shown = visible_levels([level["strokes"] for level in levels], options.visible)
@@ -162,12 +206,37 @@ def build_sketch_layer(
     return parent, defs
 
 
+def unfinished_job(
+    document: inkex.BaseElement,
+    image_id: str,
+    image_data: bytes,
+    settings: protocol.SketchSettings,
+) -> str | None:
+    """The job id of the latest unfinished layer (best strokes so far, job left running) of
+    this image, bitmap and settings in the document, or None."""
+    digest = hashlib.sha256(image_data).hexdigest()
+    found = None
+    for layer in document.iter("{http://www.w3.org/2000/svg}g"):
+        if layer.get(ns("partial")) != "true" or layer.get(ns("source")) != image_id:
+            continue
+        if layer.get(ns("image-sha256")) != digest:
+            continue
+        try:
+            recorded = protocol.parse_settings(json.loads(layer.get(ns("settings")) or "null"))
+        except ValueError:  # ProtocolError is one too
+            continue
+        if recorded == settings and layer.get(ns("job")):
+            found = layer.get(ns("job"))
+    return found
+
+
 def _viewport_clip(box: Box, placement: ImagePlacement, clip_id: str) -> inkex.BaseElement:
-    """A clipPath of the image's viewport, for bitmaps cropped by ``slice``."""
+    """A clipPath of the photo's visible area (``box`` in the image's user space)."""
     clip = inkex.ClipPath()
     clip.set("id", clip_id)
     clip.set("clipPathUnits", "userSpaceOnUse")
     rect = inkex.Rectangle()
+    rect.set("id", f"{clip_id}-rect")
     for name, value in (("x", box.x), ("y", box.y), ("width", box.width), ("height", box.height)):
         rect.set(name, _num(value))
     rect.set("transform", str(placement.element_transform))
@@ -194,6 +263,6 @@ def _copy_image_clip(
             continue
         copy = child.copy()
         copy.set("id", f"{clip_id}-{index}")
-        copy.transform = placement.element_transform @ child.transform
+        copy.transform = placement.element_transform @ own_transform(child)
         clip.append(copy)
     return clip if len(clip) else None

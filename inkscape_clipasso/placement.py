@@ -99,13 +99,14 @@ def bitmap_box(viewport: Box, aspect: AspectRatio, pixel_width: int, pixel_heigh
 class ImagePlacement:
     """The bitmap-pixel -> root-user-unit map of one image, and its visible area.
 
-    ``clip`` is the image's viewport (in the image's user space) when the bitmap overflows it
-    (``slice``), else None.
+    ``visible`` is where the bitmap is actually drawn, in the image's own user space: the
+    bitmap's box within the viewport (smaller with ``meet``, cropped to the viewport with
+    ``slice``). ``element_transform`` maps that space to root user units.
     """
 
     transform: inkex.Transform
     element_transform: inkex.Transform
-    clip: Box | None
+    visible: Box
 
     def point(self, x: float, y: float) -> tuple[float, float]:
         """A bitmap pixel position -> root user units."""
@@ -119,17 +120,48 @@ class ImagePlacement:
         return math.sqrt(abs(m[0][0] * m[1][1] - m[0][1] * m[1][0]))
 
 
+def own_transform(element: inkex.BaseElement) -> inkex.Transform:
+    """The element's ``transform`` attribute, parsed without touching the element.
+
+    Reading inkex's ``element.transform`` (which ``composed_transform()`` does) writes the
+    attribute back as a 6-digit ``matrix(...)``: the user's photo and groups must keep their
+    exact geometry, so the raw attribute is parsed into a free-standing Transform instead.
+    """
+    return inkex.Transform(element.attrib.get("transform"))
+
+
+def composed_transform(element: inkex.BaseElement) -> inkex.Transform:
+    """Every transform from the root's user space down to ``element``'s own, inclusive
+    (the root's viewBox scaling excluded), leaving every element's attributes as they were."""
+    chain = []
+    node = element
+    while isinstance(node, inkex.BaseElement) and node.getparent() is not None:
+        chain.append(own_transform(node))
+        node = node.getparent()
+    total = inkex.Transform()
+    for transform in reversed(chain):
+        total = total @ transform
+    return total
+
+
 def place_image(image: inkex.BaseElement, pixel_width: int, pixel_height: int) -> ImagePlacement:
     """The placement of ``image`` whose bitmap is ``pixel_width`` x ``pixel_height`` pixels
     (as the daemon reports it: after EXIF orientation, as Inkscape draws it)."""
     viewport = image_viewport(image, pixel_width, pixel_height)
     aspect = parse_preserve_aspect_ratio(image.get("preserveAspectRatio"))
     box = bitmap_box(viewport, aspect, pixel_width, pixel_height)
-    element = image.composed_transform()
+    element = composed_transform(image)
     transform = (
         element
         @ inkex.Transform(translate=(box.x, box.y))
         @ inkex.Transform(scale=(box.width / pixel_width, box.height / pixel_height))
     )
-    overflows = aspect.slice and (box.width > viewport.width or box.height > viewport.height)
-    return ImagePlacement(transform, element, viewport if overflows else None)
+    return ImagePlacement(transform, element, intersect(box, viewport))
+
+
+def intersect(first: Box, second: Box) -> Box:
+    """The overlap of two boxes (empty boxes have zero width or height)."""
+    left, top = max(first.x, second.x), max(first.y, second.y)
+    right = min(first.x + first.width, second.x + second.width)
+    bottom = min(first.y + first.height, second.y + second.height)
+    return Box(left, top, max(0.0, right - left), max(0.0, bottom - top))

@@ -76,6 +76,7 @@ ERROR_STATUS: dict[str, int] = {
     "queue_full": 429,
     "shutting_down": 503,
     "missing_weights": 503,
+    "bad_weights": 503,
     "insufficient_storage": 507,
     "internal": 500,
 }
@@ -410,7 +411,30 @@ def validate_health(data: Any) -> dict[str, Any]:
     _expect(data, "device", str, where)
     _expect(data, "models_loaded", list, where)
     _expect(data, "queue_length", int, where)
+    # optional: one entry per worker {name, device, state, pid, rss_bytes, job, restarts...}
+    workers = data.get("workers", [])
+    if not isinstance(workers, list):
+        raise ProtocolError("bad_request", f"{where}: 'workers' must be a list")
+    for worker in workers:
+        for key in ("name", "device", "state"):
+            _expect(worker, key, str, where)
     return dict(data)
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``2 h 40 min``, ``3 days 4 h``: rounded as people say it (the
+    daemon's clients, the extension and the CLI, word their time estimates alike)."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} days {hours} h" if hours else f"{days} days"
 
 
 def parse_error(data: Any) -> ProtocolError | None:

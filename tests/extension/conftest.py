@@ -3,6 +3,7 @@ Inkscape's own Python (inkex 1.2, no torch), so nothing here imports torch or th
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,9 @@ for folder in (REPO, REPO / "server"):
         sys.path.insert(0, str(folder))
 
 from fake_daemon import FakeDaemon, FakeDaemonServer  # noqa: E402
+
+# Whatever a test runs, Python's webbrowser must never open a real browser window.
+os.environ["BROWSER"] = "true"
 
 
 @pytest.fixture

@@ -97,7 +97,8 @@ def run_extension(svg_file: str | os.PathLike, *args: str, document_path: str | 
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                ClipassoSketch().run([*args, str(svg_file)], output=output)
+                # no browser window from tests: the live view has its own test
+                ClipassoSketch().run(["--live_view=false", *args, str(svg_file)], output=output)
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
     finally:

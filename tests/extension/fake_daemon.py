@@ -13,10 +13,10 @@ import struct
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from inkscape_clipasso import protocol
 
@@ -52,7 +52,15 @@ class Recorded:
 class FakeDaemon:
     """Knobs: ``submit_error`` (status, body), ``final_state`` and ``error`` of every job,
     ``polls_before_done`` (-1: never finishes), ``status_delay`` (s), ``raw_status`` (bytes
-    sent as the status answer), ``result_override`` (a function editing the result)."""
+    sent as the status answer), ``result_override`` (a function editing the result),
+    ``eta_s`` and ``steps_per_s`` (what status reports while running), ``partial_after_polls``
+    (-1: no snapshot ever; else ``?partial=1`` answers once the job was polled that often).
+
+    Like the real daemon, a job's ids are 32 hex digits (here a counter, so runs are
+    repeatable), a repeated request (same image and settings) of a finished job is answered
+    200 with ``"cached": true``, and ``?partial=1`` gives the best strokes so far in the final
+    schema plus ``"partial": true, "step": k`` (409 ``not_ready`` before the first snapshot).
+    """
 
     submit_error: tuple[int, dict[str, str]] | None = None
     final_state: str = protocol.DONE
@@ -61,9 +69,30 @@ class FakeDaemon:
     status_delay: float = 0.0
     raw_status: bytes | None = None
     result_override: Any = None
+    eta_s: float | None = None
+    steps_per_s: float | None = None
+    partial_after_polls: int = 0
     requests: list[Recorded] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     url: str = ""
+
+    def finish_all(self) -> None:
+        """Let every job still running end as done (a detached job finishing on its own)."""
+        for job in self.jobs.values():
+            job["forced_done"] = True
+
+    def is_done(self, job: dict[str, Any]) -> bool:
+        return job.get("forced_done", False) or (
+            self.polls_before_done >= 0 and job["polls"] > self.polls_before_done
+        )
+
+    def cached_job(self, request: protocol.JobRequest) -> dict[str, Any] | None:
+        """A finished job with the same image and settings, as the daemon's result cache."""
+        for job in self.jobs.values():
+            same = job["request"].image == request.image
+            if same and job["request"].settings == request.settings and self.is_done(job):
+                return job
+        return None
 
     def submitted_images(self) -> list[bytes]:
         """The decoded image bytes of every submitted job, in order."""
@@ -79,7 +108,7 @@ class FakeDaemon:
             protocol.parse_settings(r.body["settings"]) for r in self.requests if r.method == "POST"
         ]
 
-    def build_result(self, job: dict[str, Any]) -> dict[str, Any]:
+    def build_result(self, job: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         request: protocol.JobRequest = job["request"]
         settings = request.settings
         width, height = png_size(request.image)
@@ -109,25 +138,32 @@ class FakeDaemon:
             "settings": settings.to_json(),
             "models": {"loss": settings.loss_model, "saliency": settings.saliency_model},
             "version": "9.9.9-fake",
+            "steps_run": settings.iterations,
+            "stop_reason": "iterations",
         }
+        if partial:
+            step = min(job["polls"], settings.iterations)
+            result.update(partial=True, step=step, steps_run=step, stop_reason="budget")
         if self.result_override is not None:
             return self.result_override(result)
         return protocol.validate_result(result)
 
     def status_of(self, job: dict[str, Any]) -> dict[str, Any]:
         job["polls"] += 1
-        done = self.polls_before_done >= 0 and job["polls"] > self.polls_before_done
+        done = self.is_done(job)
         state = self.final_state if done else protocol.RUNNING
+        total = job["request"].settings.iterations
         return protocol.validate_status(
             {
                 "id": job["id"],
                 "state": state,
                 "queue_position": 0,
-                "step": 10 if done else 1,
-                "total": 10,
+                "step": total if done else min(job["polls"], total),
+                "total": total,
                 "best_loss": {},
                 "elapsed_s": 0.1,
-                "eta_s": None,
+                "eta_s": 0.0 if done else self.eta_s,
+                "steps_per_s": self.steps_per_s,
                 "error": self.error if state == protocol.FAILED else None,
             }
         )
@@ -153,7 +189,7 @@ def _handler(fake: FakeDaemon) -> type[BaseHTTPRequestHandler]:
             return body
 
         def _job(self) -> dict[str, Any] | None:
-            parts = self.path.split("/")
+            parts = urlsplit(self.path).path.split("/")
             job = fake.jobs.get(parts[3]) if len(parts) > 3 else None
             if job is None:
                 self._send(404, {"error": "not_found", "message": "no such job"})
@@ -169,7 +205,12 @@ def _handler(fake: FakeDaemon) -> type[BaseHTTPRequestHandler]:
             except protocol.ProtocolError as exc:
                 self._send(exc.status, exc.to_json())
                 return
-            job_id = uuid.uuid4().hex
+            cached = fake.cached_job(request)
+            if cached is not None:
+                answer = {"id": cached["id"], "state": protocol.DONE, "queue_position": 0}
+                self._send(200, {**answer, "cached": True})
+                return
+            job_id = f"{len(fake.jobs) + 1:032x}"
             fake.jobs[job_id] = {"id": job_id, "request": request, "polls": 0}
             self._send(202, {"id": job_id, "state": protocol.QUEUED, "queue_position": 0})
 
@@ -178,8 +219,16 @@ def _handler(fake: FakeDaemon) -> type[BaseHTTPRequestHandler]:
             job = self._job()
             if job is None:
                 return
-            if self.path.endswith("/result"):
-                self._send(200, fake.build_result(job))
+            url = urlsplit(self.path)
+            if url.path.endswith("/result"):
+                if fake.is_done(job):
+                    self._send(200, fake.build_result(job))
+                elif parse_qs(url.query).get("partial") != ["1"]:
+                    self._send(409, {"error": "not_ready", "message": "the job is running"})
+                elif 0 <= fake.partial_after_polls <= job["polls"]:
+                    self._send(200, fake.build_result(job, partial=True))
+                else:
+                    self._send(409, {"error": "not_ready", "message": "no strokes yet"})
                 return
             time.sleep(fake.status_delay)
             if fake.raw_status is not None:

@@ -9,17 +9,11 @@ over their image (within the reach of the start strokes' random spread) and nowh
 
 from __future__ import annotations
 
-import os
-import queue
-import re
 import subprocess
-import threading
-from pathlib import Path
 
 import pytest
 from ext_helpers import (
     INKSCAPE_NS,
-    REPO,
     by_id,
     data_uri,
     make_png,
@@ -31,10 +25,10 @@ from ext_helpers import (
 from inkscape_runner import export_png, missing_programs, read_png, write_preferences
 from inkscape_runner import run_extension as run_inkscape
 from lxml import etree
+from serve_daemon import PYTHON, missing_python, serve
 
 pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
 
-PYTHON = os.environ.get("CLIPASSO_PYTHON") or str(REPO / ".venv" / "bin" / "python")
 PIXELS = 48  # square bitmaps: the canvas has no padding, so strokes start inside the image
 #: How far a stroke may reach past its image, in bitmap pixels: the start strokes' control
 #: points are spread 0.05 x canvas around a point of the image, and a few steps move them a
@@ -50,12 +44,7 @@ IMG2_MATRIX = translate(0, 0)
 
 
 def _skip_reason() -> str | None:
-    reason = missing_programs()
-    if reason:
-        return reason
-    if not Path(PYTHON).is_file():
-        return f"no project Python at {PYTHON} for the daemon (set CLIPASSO_PYTHON)"
-    return None
+    return missing_programs() or missing_python()
 
 
 @pytest.fixture(scope="module")
@@ -64,54 +53,8 @@ def daemon(tmp_path_factory):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp("daemon")
-    weights = root / "weights"
-    cli = [PYTHON, "-m", "clipasso_server.cli"]
-    subprocess.run(
-        [*cli, "make-test-weights", str(weights)], check=True, capture_output=True, timeout=120
-    )
-    process = subprocess.Popen(
-        [
-            *cli,
-            "serve",
-            "--port=0",
-            "--device=cpu",
-            f"--state-dir={root / 'state'}",
-            f"--clip-weights={weights}",
-            "--no-download",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def drain() -> None:
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)  # the daemon exited
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        url, said = None, []
-        while url is None:
-            line = lines.get(timeout=120)
-            if line is None:
-                text = "".join(said)
-                if "not implemented" in text.lower():
-                    pytest.skip(f"`clipasso serve` is still a placeholder: {text.strip()}")
-                pytest.fail(f"`clipasso serve` exited before listening:\n{text[-2000:]}")
-            said.append(line)
-            match = re.search(r"listening on (http://\S+)", line)
-            url = match.group(1) if match else None
+    with serve(tmp_path_factory.mktemp("daemon")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +80,7 @@ def sketched(daemon, tmp_path_factory):
             "visible_level": "all",
             "timeout": "240",
             "poll_interval": "0.2",
+            "live_view": "false",
         },
     )
     photos = work / "photos"
@@ -191,7 +135,9 @@ def test_layers_and_paths_per_level(sketched):
     for image_id in IMAGES:
         parent = by_id(root, f"clipasso-{image_id}")
         assert parent.getparent() is root
-        assert parent.get(f"{{{INKSCAPE_NS}}}label") == f"CLIPasso: {image_id}"
+        # img2 is linked and has no label: it is named after its file
+        name = {"img1": "img1", "img2": "photo.png"}[image_id]
+        assert parent.get(f"{{{INKSCAPE_NS}}}label") == f"CLIPasso: {name}"
         for count in LEVELS:
             level = by_id(root, f"clipasso-{image_id}-level-{count}")
             assert level.get(f"{{{INKSCAPE_NS}}}label") == f"{count} strokes"

@@ -55,15 +55,19 @@ def test_failed_job_shows_the_daemon_reason(photo_svg, fake_daemon):
 
 def test_deadline_cancels_the_job(photo_svg, fake_daemon):
     fake_daemon.polls_before_done = -1
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--timeout=1")
-    assert_aborted(run, "did not finish within the timeout (1 s)")
+    run = run_extension(
+        photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--timeout=1", "--on_time_limit=cancel"
+    )
+    assert_aborted(run, "did not finish within the time limit (1 s)")
     assert [r.method for r in fake_daemon.requests][-1] == "DELETE"
 
 
 def test_slow_answer_hits_the_deadline(photo_svg, fake_daemon):
     fake_daemon.status_delay = 3.0
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--timeout=1")
-    assert_aborted(run, "did not finish within the timeout (1 s)")
+    run = run_extension(
+        photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--timeout=1", "--on_time_limit=cancel"
+    )
+    assert_aborted(run, "did not finish within the time limit (1 s)")
     assert [r.method for r in fake_daemon.requests][-1] == "DELETE"
 
 
@@ -104,12 +108,13 @@ def test_bad_settings_never_reach_the_daemon(photo_svg, fake_daemon, args, phras
 def test_one_slow_request_before_the_deadline(fake_daemon):
     """A request over its own limit, long before the overall deadline, says so."""
     from inkscape_clipasso import protocol
-    from inkscape_clipasso.daemon_client import DaemonClient, DaemonError, run_jobs
+    from inkscape_clipasso.daemon_client import DaemonClient, DaemonError
+    from inkscape_clipasso.job_runner import WaitOptions, run_jobs
 
     fake_daemon.status_delay = 1.0
     client = DaemonClient(fake_daemon.url, request_timeout=0.3)
     body = protocol.build_job_request(make_png(8, 8), protocol.SketchSettings(), "photo")
     with pytest.raises(DaemonError, match=r"did not answer within 0\.3 s") as caught:
-        run_jobs(client, [body], deadline_s=60, poll_interval=0.05)
+        run_jobs(client, [body], WaitOptions(deadline_s=60, poll_interval=0.05))
     assert "timeout" not in str(caught.value)
     assert [r.method for r in fake_daemon.requests][-1] == "DELETE"

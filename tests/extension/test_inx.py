@@ -69,7 +69,7 @@ def test_pages_and_defaults():
     assert default("loss_model") == protocol.DEFAULT_LOSS_MODEL
     assert default("saliency_model") == protocol.DEFAULT_SALIENCY_MODEL
     assert float(default("poll_interval")) == 1.0
-    assert int(default("timeout")) == 1800
+    assert int(default("timeout")) == 86400  # the safety net; the time limit is the wait
     hidden = {p.get("name") for p in root.iterfind(".//inx:param[@gui-hidden='true']", NS)}
     assert hidden == {"loss_model", "saliency_model", "poll_interval"}
     photo = root.find(".//inx:param[@name='photo']", NS)
@@ -111,3 +111,22 @@ def test_every_param_is_an_argument_with_the_same_default():
             assert action.type is float and action.default == float(text), name
         else:
             assert action.default == text, name
+
+
+def test_new_settings_sit_on_their_pages():
+    root = inx()
+    pages = {
+        page.get("name"): page for page in root.findall("inx:param[@type='notebook']/inx:page", NS)
+    }
+
+    def param(page: str, name: str) -> etree._Element:
+        found = pages[page].find(f"inx:param[@name='{name}']", NS)
+        assert found is not None, f"{name} is not on the {page} page"
+        return found
+
+    limits = [o.get("value") for o in param("sketch", "time_limit").findall("inx:option", NS)]
+    assert limits == ["600", "120", "3600", "0"]  # 10 min (default), 2 min, 1 h, no limit
+    assert param("daemon", "live_view").text == "true"
+    assert param("output", "clip").text == "true"
+    choices = [o.get("value") for o in param("output", "on_time_limit").findall("inx:option", NS)]
+    assert choices == ["keep", "cancel"]

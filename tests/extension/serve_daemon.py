@@ -1,0 +1,85 @@
+"""A real `clipasso serve` child process with the tiny test models, for the extension's tests.
+
+It runs in the project's venv (CLIPASSO_PYTHON, default .venv/bin/python): the extension's
+tests also run under Inkscape's Python, which has no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = os.environ.get("CLIPASSO_PYTHON") or str(REPO / ".venv" / "bin" / "python")
+CLI = [PYTHON, "-m", "clipasso_server.cli"]
+
+
+def missing_python() -> str | None:
+    """Why no daemon can be started here, or None."""
+    if not Path(PYTHON).is_file():
+        return f"no project Python at {PYTHON} for the daemon (set CLIPASSO_PYTHON)"
+    return None
+
+
+def get_json(url: str, timeout: float = 30.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def serve(root: Path, *extra: str, startup_s: float = 120.0) -> Iterator[str]:
+    """Start `clipasso serve` on a free loopback port; yield its URL once its worker is ready
+    (so a test's timings do not include the models loading); stop it afterwards."""
+    weights = root / "weights"
+    subprocess.run(
+        [*CLI, "make-test-weights", str(weights)], check=True, capture_output=True, timeout=120
+    )
+    command = [
+        *CLI, "serve", "--port=0", "--device=cpu", f"--state-dir={root / 'state'}",
+        f"--clip-weights={weights}", "--no-download", *extra,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)  # the daemon exited
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        url, said = None, []
+        while url is None:
+            line = lines.get(timeout=startup_s)
+            if line is None:
+                raise RuntimeError("`clipasso serve` exited before listening:\n" + "".join(said))
+            said.append(line)
+            match = re.search(r"listening on (http://\S+)", line)
+            url = match.group(1) if match else None
+        deadline = time.monotonic() + startup_s
+        while any(w["state"] == "starting" for w in get_json(f"{url}/v1/health")["workers"]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon's worker did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
