@@ -10,20 +10,25 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 INKEX_PIP := inkex==1.4.1
 # Debian's Inkscape 1.2.2 and its Python (inkex 1.2.0 needs lxml, numpy, cssselect, tinycss2 from apt),
-# Xvfb for headless extension runs, and pytest for the second test run under Inkscape's Python.
+# Xvfb for headless extension runs, pytest for the second test run under Inkscape's Python, and
+# Chromium for the web page's Playwright tests (Playwright's own browser download is not used).
 APT_TEST_PACKAGES := inkscape xvfb xauth python3-lxml python3-numpy python3-cssselect \
-	python3-tinycss2 python3-scour python3-packaging python3-pytest
+	python3-tinycss2 python3-scour python3-packaging python3-pytest chromium
 INKSCAPE_PYTHON ?= /usr/bin/python3
 INKSCAPE_EXTENSIONS ?= /usr/share/inkscape/extensions
 DEMO_OUT ?= sample-sketch.svg
 DEMO_ARGS ?=
+# `make install` links the venv's `clipasso` here (a folder most desktop shells put on PATH)
+BINDIR ?= $(HOME)/.local/bin
 
-.PHONY: help demo test lint format venv apt-test-deps clean
+.PHONY: help demo test lint format venv apt-test-deps clean update-extension-refs install gpu-check
 
 help:
 	@echo "make demo   set up, then sketch the bundled sample image into $(DEMO_OUT)"
 	@echo "make test   set up (apt packages, venv), then lint and run the whole test suite"
 	@echo "make format format the code with ruff"
+	@echo "make install put 'clipasso' on PATH (a link in $(BINDIR) to $(VENV)/bin/clipasso)"
+	@echo "make gpu-check on a CUDA machine: tests, benchmarks and a full job, JSON in $(GPU_OUT)"
 
 # --- set-up ----------------------------------------------------------------------------------
 
@@ -55,6 +60,11 @@ apt-test-deps:
 
 # --- the two README commands -----------------------------------------------------------------
 
+# bench/gpu_check.sh: every GPU figure in one go (under 8 minutes); says so without CUDA
+GPU_OUT ?= bench/results/gpu-check
+gpu-check: venv
+	PYTHON=$(VENV)/bin/python bench/gpu_check.sh $(GPU_OUT)
+
 demo: venv
 	$(VENV)/bin/clipasso sketch sample -o $(DEMO_OUT) $(DEMO_ARGS)
 	@echo "make: wrote $(DEMO_OUT): open it in Inkscape (one layer per abstraction level)"
@@ -65,6 +75,24 @@ test: apt-test-deps venv lint
 	@echo "== pytest (Inkscape's Python $(INKSCAPE_PYTHON) with its bundled inkex) =="
 	cd tests/extension && CLIPASSO_PYTHON=$(abspath $(VPY)) PYTHONPATH=$(abspath .):$(INKSCAPE_EXTENSIONS) \
 		$(INKSCAPE_PYTHON) -m pytest -p no:cacheprovider -c /dev/null --rootdir=. .
+
+# The extension's whole-document comparisons (tests/extension/test_comparison.py): rewrite the
+# stored outputs under tests/extension/data/refs/ after an intended change, then check them
+# (inkex's overwrite mode reports every file it rewrote as a failure, hence the second run).
+update-extension-refs: venv
+	EXPORT_COMPARE=3 $(VPY) -m pytest -q tests/extension/test_comparison.py >/dev/null || true
+	$(VPY) -m pytest -q tests/extension/test_comparison.py
+	@echo "make: rewrote tests/extension/data/refs/; review the diff (git diff tests/extension/data/refs)"
+
+# A link, not a second install: the venv already holds the several GB of PyTorch.
+install: venv
+	@link="$(BINDIR)/clipasso"; target="$(abspath $(VENV))/bin/clipasso"; \
+	if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
+		echo "make: $$link exists and is not a link; remove it first" >&2; exit 1; fi; \
+	mkdir -p "$(BINDIR)" && ln -sfn "$$target" "$$link"; \
+	echo "make: $$link -> $$target"; \
+	case ":$$PATH:" in *":$(BINDIR):"*) ;; \
+	*) echo "make: $(BINDIR) is not on your PATH: add  export PATH=\"$(BINDIR):\$$PATH\"  to ~/.profile";; esac
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from clipasso_server import __version__
 from clipasso_server.cli import SUBCOMMANDS
 
@@ -45,3 +47,66 @@ def test_no_subcommand_prints_help_and_fails():
     done = _clipasso()
     assert done.returncode == 2
     assert "usage: clipasso" in done.stdout
+
+
+def _subparser(name: str):
+    from clipasso_server.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices[name]
+
+
+def test_sketch_and_serve_help_show_every_default():
+    import argparse
+
+    for name in ("sketch", "serve"):
+        parser = _subparser(name)
+        for action in parser._actions:
+            if action.required or not action.option_strings or action.default == argparse.SUPPRESS:
+                continue
+            text = parser.formatter_class("x")._expand_help(action)
+            if action.default is False or action.default == []:
+                continue  # an on/off flag or a list to repeat: it starts off or empty
+            assert "default" in text, f"{name} {action.option_strings}: {text!r}"
+            if action.default is not None and "default" not in (action.help or ""):
+                assert f"(default: {action.default})" in text, text
+
+
+def test_make_test_weights_prints_only_the_files(tmp_path):
+    done = _clipasso("make-test-weights", str(tmp_path))
+    assert done.returncode == 0
+    assert done.stderr == ""
+    assert done.stdout.split() == [
+        str(tmp_path / "test-tiny-rn.safetensors"),
+        str(tmp_path / "test-tiny-vit.safetensors"),
+    ]
+
+
+def test_make_install_puts_clipasso_on_path(tmp_path):
+    """`make install` links the venv's command into BINDIR; `clipasso` then runs by name."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    venv = sys.prefix
+    bindir = tmp_path / "bin"
+    command = ["make", "-s", "-o", f"{venv}/.stamp-install", "install"]
+    command += [f"VENV={venv}", f"BINDIR={bindir}"]
+    for _ in range(2):  # a second run replaces its own link
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    assert "not on your PATH" in done.stdout
+    assert (bindir / "clipasso").resolve() == (Path(venv) / "bin" / "clipasso").resolve()
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}/usr/bin:/bin"}
+    version = subprocess.run(
+        ["clipasso", "--version"], env=env, capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == f"clipasso {__version__}"
+    (bindir / "clipasso").unlink()
+    (bindir / "clipasso").write_text("someone else's")
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and "is not a link" in done.stderr

@@ -29,6 +29,27 @@ class CommandError(Exception):
     """A subcommand's user-facing failure: printed as one line, exit status 2."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it.
+
+    argparse's ArgumentDefaultsHelpFormatter also prints "(default: None)" and "(default:
+    False)", which say nothing: options without a value of their own describe it in words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text.lower()
+            or action.default is None
+            or action.default is False
+            or action.default == []
+            or action.default == argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand's arguments."""
     parser = argparse.ArgumentParser(
@@ -39,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(f"clipasso_server.commands.{module_name}")
-        sub_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
+        sub_parser = sub.add_parser(
+            name,
+            help=help_text,
+            description=module.__doc__,
+            formatter_class=DefaultsHelpFormatter,
+        )
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_run=module.run)
     return parser

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import inkscape_clipasso
+from inkscape_clipasso import daemon_command
 
 #: The folder the extension is installed into, under the profile's extensions folder.
 FOLDER = "clipasso"
@@ -125,6 +126,8 @@ def install(extensions_dir: Path, link: bool = False) -> Path:
         shutil.copyfile(inx, target / INX_NAME)
         for path in package_files():
             shutil.copyfile(path, target / PACKAGE / path.name)
+    # so the extension's "could not reach the daemon" names the command that works here
+    daemon_command.write_record(target, daemon_command.find_program())
     return target
 
 

@@ -8,20 +8,24 @@ The same image, settings and seed on the same device give the same SVG. IMAGE ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import secrets
+import signal
 import sys
-import tempfile
+import threading
 import time
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inkscape_clipasso import protocol
+from inkscape_clipasso.protocol import format_duration
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from clipasso_server.engine.types import Progress
+    from clipasso_server.engine.types import Progress, SketchResult
 
 SAMPLE_NAME = "sample"
 STDOUT_NAME = "-"
@@ -53,35 +57,50 @@ def _number_or_text(text: str) -> float | str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``clipasso sketch`` options; defaults are the reference's."""
+    """The ``clipasso sketch`` options; defaults are the reference's (``--help`` shows them)."""
     defaults = protocol.SketchSettings()
     parser.add_argument(
         "image", metavar="IMAGE", help='image file, or "sample" for the bundled sample image'
     )
     parser.add_argument(
-        "-o", "--output", required=True, metavar="OUT.svg", help='SVG to write ("-": stdout)'
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.svg",
+        help='SVG to write ("-": stdout); its folder must exist',
     )
     parser.add_argument(
         "--levels",
         default=",".join(map(str, defaults.levels)),
-        help="stroke counts, one layer each (default %(default)s)",
+        help="stroke counts, one layer each",
     )
     parser.add_argument(
-        "--iterations", type=_int_or_text, default=defaults.iterations, help="steps (2000)"
+        "--iterations",
+        type=_int_or_text,
+        default=defaults.iterations,
+        help="optimisation steps (quality is usually reasonable after ~500)",
     )
     parser.add_argument(
-        "--seeds", type=_int_or_text, default=defaults.seeds, help="tries per level (3)"
+        "--seeds", type=_int_or_text, default=defaults.seeds, help="tries per level, best kept"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=_number_or_text,
+        default=defaults.time_budget_s,
+        metavar="SECONDS",
+        help="stop after this many seconds (model loading included) and write the best "
+        "strokes so far, marked unfinished (default: no limit)",
     )
     parser.add_argument(
         "--width",
         type=_number_or_text,
         default=defaults.width,
         metavar="PX",
-        help="full stroke width in pixels of the 224 px canvas (reference: 3)",
+        help="full stroke width in pixels of the 224 px canvas, as in the reference",
     )
     parser.add_argument("--color", default=defaults.color, help="stroke colour, #rrggbb[aa]")
     parser.add_argument(
-        "--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N, mps"
+        "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N, mps"
     )
     parser.add_argument(
         "--clip-weights",
@@ -92,8 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--saliency-model", default=defaults.saliency_model, help="CLIP ViT for the start"
     )
-    parser.add_argument("--seed", type=_int_or_text, default=defaults.seed, help="random seed (0)")
-    parser.add_argument("--renderer", default=defaults.renderer, choices=protocol.RENDERERS)
+    parser.add_argument("--seed", type=_int_or_text, default=defaults.seed, help="random seed")
+    parser.add_argument(
+        "--renderer", default=defaults.renderer, choices=protocol.RENDERERS, help="rasteriser"
+    )
     parser.add_argument(
         "--remove-background", action="store_true", help="whiten the background first"
     )
@@ -101,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plateau",
         type=_int_or_text,
         metavar="N",
-        help="stop a level early after N evaluations (every 10 steps) without improvement",
+        help="stop a level early after N evaluations (every 10 steps) without improvement "
+        "(default: run every iteration)",
     )
     photo = parser.add_mutually_exclusive_group()
     photo.add_argument(
@@ -110,12 +132,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embed the photo in the locked bottom layer (default: link to the file)",
     )
     photo.add_argument("--no-image", action="store_true", help="leave the photo out of the SVG")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress line and no time estimate"
+    )
 
 
 def sample_image_path() -> Path:
     """The bundled sample image."""
     return Path(str(resources.files("clipasso_server") / "data" / "sample.png"))
+
+
+def _left_s(progress: Progress) -> float | None:
+    """Seconds left, from the engine's measured step time (else the mean so far)."""
+    if progress.step <= 0:
+        return None
+    step_s = progress.step_time_s or progress.elapsed_s / progress.step
+    planned = progress.planned_steps or progress.total
+    return max(0, planned - progress.step) * step_s
 
 
 class ProgressLine:
@@ -135,11 +168,11 @@ class ProgressLine:
             return
         self.last = now
         rate = progress.step / max(progress.elapsed_s, 1e-9)
-        left = (progress.total - progress.step) / rate if rate > 0 else float("nan")
+        left = _left_s(progress)
         losses = " ".join(f"{k}:{v:.3f}" for k, v in sorted(progress.best_loss.items()))
         text = (
             f"step {progress.step}/{progress.total} {rate:.2f} steps/s, "
-            f"{left:.0f}s left  best loss {losses}"
+            f"{format_duration(left) if left is not None else '?'} left  best loss {losses}"
         )
         self.width = max(self.width, len(text))
         if self.tty:
@@ -149,27 +182,153 @@ class ProgressLine:
         self.line_open = not end
 
     def finish(self) -> None:
-        """End the line a run left open (one stopped early by --plateau never reaches total)."""
+        """End the line a run left open (one stopped early never reaches total)."""
         if self.line_open:
             print(file=sys.stderr, flush=True)
             self.line_open = False
 
+    def say(self, text: str) -> None:
+        """A line of its own, even while the progress line is open."""
+        self.finish()
+        print(text, file=sys.stderr, flush=True)
 
-def _check_output(path: Path) -> None:
-    """Fail before the long run, not after it, when the SVG could not be written."""
+
+#: the estimate is said once this many steps have been timed (the first steps warm up)
+ESTIMATE_AFTER_STEPS = 3
+#: ... or once this much time went by, whichever comes first
+ESTIMATE_AFTER_S = 30.0
+#: a run longer than this gets the advice on how to make it shorter
+LONG_RUN_S = 15 * 60.0
+
+
+def estimate_text(progress: Progress, device_kind: str, budget_s: float | None) -> str:
+    """The estimate said after the first steps, with what to change when it is long.
+
+    ``device_kind`` is "cpu", "cuda" or "mps"; ``budget_s`` the time limit, if any.
+    """
+    left = _left_s(progress) or 0.0
+    step_s = progress.step_time_s or progress.elapsed_s / max(progress.step, 1)
+    where = "this CPU" if device_kind == "cpu" else "this GPU"
+    planned = progress.planned_steps or progress.total
+    text = (
+        f"clipasso sketch: about {format_duration(left)} left on {where} "
+        f"({step_s:.2f} s per step, {planned} steps)"
+    )
+    if budget_s is not None and planned < progress.total:
+        return (
+            f"{text}; the time limit of {format_duration(budget_s)} allows only about "
+            f"{planned} of the {progress.total} iterations, so the sketch will be unfinished: "
+            f"for a finished one use fewer --iterations, --levels or --seeds, a longer "
+            f"--time-budget, or a GPU"
+        )
+    if left > LONG_RUN_S:
+        gpu = " or a GPU (--device cuda)," if device_kind == "cpu" else ""
+        return (
+            f"{text}; to be done sooner use fewer --iterations (often fine after ~500), "
+            f"fewer --levels or --seeds (a step costs about levels x seeds),{gpu} "
+            f"or a --time-budget (Ctrl-C also writes the best strokes so far)"
+        )
+    return text
+
+
+class Estimate:
+    """Says the estimate once, after the first steps (see :func:`estimate_text`)."""
+
+    def __init__(self, line: ProgressLine, device_kind: str, budget_s: float | None) -> None:
+        self.line, self.device_kind, self.budget_s = line, device_kind, budget_s
+        self.said = not line.enabled
+
+    def __call__(self, progress: Progress) -> None:
+        if self.said or progress.step >= (progress.planned_steps or progress.total):
+            return
+        if progress.step < ESTIMATE_AFTER_STEPS and progress.elapsed_s < ESTIMATE_AFTER_S:
+            return
+        self.said = True
+        self.line.say(estimate_text(progress, self.device_kind, self.budget_s))
+
+
+class Interrupts:
+    """Ctrl-C once steps have run: stop after the current step and write the best strokes so
+    far. Before the first step (nothing to keep yet) or a second time: stop at once.
+
+    Used as the engine's ``should_stop`` check, inside a ``with`` that installs the handler.
+    """
+
+    def __init__(self, line: ProgressLine) -> None:
+        self.line = line
+        self.requested = False
+        self.stepping = False
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        if self.requested or not self.stepping:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.line.say(
+            "clipasso sketch: stopping after this step to write the best strokes so far "
+            "(Ctrl-C again quits without writing)"
+        )
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def check_input(text: str) -> Path:
+    """The image's path, once it is known to be a readable file (before torch is imported,
+    so that a typo is answered at once; the image itself is decoded later)."""
+    from clipasso_server.cli import CommandError
+
+    if text == SAMPLE_NAME:
+        return sample_image_path()
+    path = Path(text)
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder, not an image file")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new file next to ``path``, created with mode 0666 less the umask (as any file a
+    user's program writes; ``tempfile.mkstemp`` would make it 0600)."""
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def check_output(path: Path) -> None:
+    """Fail before the long run, not after it, when the SVG could not be written: its folder
+    must exist (it is never created, as with any other tool) and take a new file."""
     from clipasso_server.cli import CommandError
 
     if path.is_dir():
         raise CommandError(f"{path} is a folder; give a file name such as {path}/sketch.svg")
     folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # folders still to be made: the first existing one must take them
+    if not folder.exists():
+        raise CommandError(f"cannot write {path}: the folder {folder} does not exist")
     if not folder.is_dir():
         raise CommandError(f"cannot write {path}: {folder} is not a folder")
     try:
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        handle, probe = _temporary_beside(path.absolute())
         os.close(handle)
-        os.unlink(probe)
+        probe.unlink()
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -179,10 +338,7 @@ def _write_atomically(path: Path, text: str) -> None:
     from clipasso_server.cli import CommandError
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
+        handle, temporary = _temporary_beside(path)
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
@@ -192,7 +348,7 @@ def _write_atomically(path: Path, text: str) -> None:
             os.fsync(out.fileno())
         os.replace(temporary, path)
     except BaseException as exc:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
@@ -244,56 +400,112 @@ def _settings(args: argparse.Namespace) -> protocol.SketchSettings:
                 "renderer": args.renderer,
                 "remove_background": args.remove_background,
                 "seed": args.seed,
+                "time_budget_s": args.time_budget,
             }
         )
     except protocol.ProtocolError as exc:
-        raise CommandError(exc.message) from None
+        raise CommandError(exc.message.replace("time_budget_s", "--time-budget")) from None
+
+
+def _check_weights(settings: protocol.SketchSettings, weights_dir: str | None) -> None:
+    """Every weight file the job needs, all listed at once when missing, before torch loads."""
+    from clipasso_server.cli import CommandError
+    from clipasso_server.engine import weight_check
+
+    missing = weight_check.find_missing(weight_check.job_models(settings), weights_dir)
+    if missing:
+        raise CommandError(weight_check.missing_message(missing))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate, load the image and the models, sketch, write the SVG."""
+    """Check everything that can be checked at once, then load the models, sketch, write.
+
+    Ctrl-C during the run, or the time budget running out, still writes the SVG: the best
+    strokes so far, marked unfinished (exit status 130 after Ctrl-C).
+    """
     from clipasso_server.cli import CommandError
 
     settings = _settings(args)
     plateau = args.plateau
     if plateau is not None and (not isinstance(plateau, int) or plateau < 1):
         raise CommandError(f"--plateau must be a whole number of at least 1, got {plateau!r}")
+    source = check_input(args.image)
     output = None if args.output == STDOUT_NAME else Path(args.output)
     if output is not None:
-        _check_output(output)
+        check_output(output)
+    _check_weights(settings, args.clip_weights)
 
-    # torch and the engine load only now, so that --help and argument errors answer at once.
+    # torch and the engine load only now, so that every error above answers at once.
+    from clipasso_server.engine import weight_check
     from clipasso_server.engine.clip_models import ModelStore
     from clipasso_server.engine.device import pick_device
+    from clipasso_server.engine.errors import Cancelled
     from clipasso_server.engine.image_input import load_image_file
     from clipasso_server.engine.sketcher import sketch
-    from clipasso_server.engine.svg_output import result_to_svg
     from clipasso_server.engine.types import SketchConfig
 
-    source = sample_image_path() if args.image == SAMPLE_NAME else Path(args.image)
     image = load_image_file(source)
     config = SketchConfig(**settings.to_json(), plateau_patience=plateau)
-    store = ModelStore(pick_device(args.device), weights_dir=args.clip_weights)
-    progress = ProgressLine(not args.quiet)
+    device = pick_device(args.device)
+    store = ModelStore(device, weights_dir=args.clip_weights)
+    store.require(weight_check.job_models(config))
+    line = ProgressLine(not args.quiet)
+    estimate = Estimate(line, device.type, config.time_budget_s)
+    interrupts = Interrupts(line)
+
+    def progress(report: Progress) -> None:
+        interrupts.stepping = True
+        line(report)
+        estimate(report)
+
     try:
-        result = sketch(image, config, store, progress=progress)
+        with interrupts:
+            result = sketch(image, config, store, progress=progress, should_stop=interrupts)
+    except Cancelled as exc:
+        line.finish()
+        if exc.snapshot is None:
+            raise KeyboardInterrupt from None
+        _write(exc.snapshot, source, image, output, args)
+        print(
+            f"clipasso sketch: interrupted at step {exc.snapshot.steps_run} of "
+            f"{config.iterations}: wrote the best strokes so far to "
+            f"{output or 'stdout'}, marked unfinished",
+            file=sys.stderr,
+        )
+        return 130
     finally:
-        progress.finish()
+        line.finish()
+    if result.stop_reason == "budget":
+        result = dataclasses.replace(result, partial=True, step=result.steps_run)
+    _write(result, source, image, output, args)
+    if not args.quiet:
+        ending = (
+            f", stopped by the time limit at step {result.steps_run} of {config.iterations}: "
+            "marked unfinished"
+            if result.partial
+            else f", {result.steps_run} steps"
+        )
+        print(
+            f"clipasso sketch: wrote {output or 'stdout'} ({len(result.levels)} layer"
+            f"{'' if len(result.levels) == 1 else 's'} on {result.device}{ending})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _write(
+    result: SketchResult,
+    source: Path,
+    image: Image.Image,
+    output: Path | None,
+    args: argparse.Namespace,
+) -> None:
+    from clipasso_server.engine.svg_output import result_to_svg
 
     href = None if args.no_image else photo_href(source, image, output, args.embed_image)
     svg = result_to_svg(result, href)
     if output is None:
         sys.stdout.write(svg)
         sys.stdout.flush()
-        where = "stdout"
     else:
         _write_atomically(output, svg)
-        where = str(output)
-    if not args.quiet:
-        print(
-            f"clipasso sketch: wrote {where} ({len(result.levels)} layer"
-            f"{'' if len(result.levels) == 1 else 's'}, "
-            f"{result.steps_run} steps on {result.device})",
-            file=sys.stderr,
-        )
-    return 0
