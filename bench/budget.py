@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon import _call, _png, start_daemon, wait_workers_ready  # bench/daemon.py
+from daemon import _call, _png, start_daemon, wait_workers_ready, weights_dir  # bench/daemon.py
 
 TARGET_ETA_ERROR_PCT = 15.0
 POLL_EVERY_S = 0.2
@@ -113,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "saliency_model": args.saliency_model,
     }
     with tempfile.TemporaryDirectory(prefix="clipasso-bench-") as temp:
-        weights = args.clip_weights
-        if weights is None:
-            from clipasso_server.engine.clip_models import write_test_weights
-
-            weights = Path(temp) / "weights"
-            write_test_weights(weights)
+        weights = weights_dir(args, temp)
         process, base = start_daemon(args, weights, Path(temp) / "state")
         try:
             wait_workers_ready(base)

@@ -194,6 +194,17 @@ def poll_cost(job_url: str, pid: int, polls: int = 2000) -> dict[str, Any]:
     return cost
 
 
+def weights_dir(args: argparse.Namespace, temp: str) -> Path:
+    """``--clip-weights``, else the tiny test models' weights, written under ``temp``."""
+    if args.clip_weights is not None:
+        return args.clip_weights
+    from clipasso_server.engine.clip_models import write_test_weights
+
+    weights = Path(temp) / "weights"
+    write_test_weights(weights)
+    return weights
+
+
 def start_daemon(
     args: argparse.Namespace, weights: Path, state: Path, *extra: str
 ) -> tuple[Any, str]:
@@ -435,12 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "backends": {},
     }
     with tempfile.TemporaryDirectory(prefix="clipasso-bench-") as temp:
-        weights = args.clip_weights
-        if weights is None:
-            from clipasso_server.engine.clip_models import write_test_weights
-
-            weights = Path(temp) / "weights"
-            write_test_weights(weights)
+        weights = weights_dir(args, temp)
         for backend in args.backends.split(","):
             report["backends"][backend] = polling(args, weights, temp, settings, backend)
         if {"thread", "process"} <= set(args.backends.split(",")):

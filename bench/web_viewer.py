@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon import _call, _png, _process_cpu_s, start_daemon  # bench/daemon.py
+from daemon import _call, _png, _process_cpu_s, start_daemon, weights_dir  # bench/daemon.py
 
 PAGE_FILES = ("/", "/web/app.js", "/web/style.css", "/web/icon.svg")
 VIEWER = {"X-Clipasso-Viewer": "1"}
@@ -128,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="clipasso-bench-") as temp:
-        weights = args.clip_weights
-        if weights is None:
-            from clipasso_server.engine.clip_models import write_test_weights
-
-            weights = Path(temp) / "weights"
-            write_test_weights(weights)
+        weights = weights_dir(args, temp)
         process, base = start_daemon(args, weights, Path(temp) / "state")
         try:
             _, health = _call(f"{base}/v1/health")

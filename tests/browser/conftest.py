@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,7 @@ pytest.importorskip("aiohttp")
 # the daemon tests' helpers: the urllib client, tiny job settings, the in-process daemon
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 
-from daemon_helpers import Client, DaemonThread
+from daemon_helpers import daemon_factory
 
 CHROMIUM = os.environ.get("CLIPASSO_CHROMIUM", "/usr/bin/chromium")
 
@@ -28,21 +27,7 @@ CHROMIUM = os.environ.get("CLIPASSO_CHROMIUM", "/usr/bin/chromium")
 @pytest.fixture
 def start_daemon(tmp_path, model_store):
     """Factory: ``start_daemon(**config) -> (Client, Daemon)``; stopped after the test."""
-    from clipasso_server.daemon.config import DaemonConfig
-
-    running = []
-
-    def start(**overrides: Any):
-        options = {"port": 0, "device": "cpu", "state_dir": tmp_path / f"state-{len(running)}"}
-        options.update(overrides)
-        thread = DaemonThread(DaemonConfig(**options), model_store)
-        url = thread.start()
-        running.append(thread)
-        return Client(url, overrides.get("token")), thread.daemon
-
-    yield start
-    for thread in running:
-        thread.stop()
+    yield from daemon_factory(tmp_path, model_store)
 
 
 @pytest.fixture(scope="session")

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("aiohttp")
 
-from daemon_helpers import Client, DaemonThread, ServeProcess
+from daemon_helpers import Client, DaemonThread, ServeProcess, daemon_factory
 
 
 @pytest.fixture
 def start_daemon(tmp_path, model_store):
     """Factory: ``start_daemon(**config) -> (Client, Daemon)``; stopped after the test."""
-    from clipasso_server.daemon.config import DaemonConfig
-
-    running = []
-
-    def start(**overrides: Any):
-        options = {"port": 0, "device": "cpu", "state_dir": tmp_path / f"state-{len(running)}"}
-        options.update(overrides)
-        thread = DaemonThread(DaemonConfig(**options), model_store)
-        url = thread.start()
-        running.append(thread)
-        host = options.get("host", "127.0.0.1")
-        if host in ("0.0.0.0", "::"):
-            url = f"http://127.0.0.1:{thread.daemon.port}"
-        return Client(url, overrides.get("token")), thread.daemon
-
-    yield start
-    for thread in running:
-        thread.stop()
+    yield from daemon_factory(tmp_path, model_store)
 
 
 @pytest.fixture(scope="module")

@@ -198,3 +198,27 @@ class ServeProcess:
 
 def unknown_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def daemon_factory(tmp_path: Path, model_store: Any):
+    """The ``start_daemon`` fixture's body: yields ``start(**config) -> (Client, Daemon)``
+    (in-process daemons on the shared store, each with its own state folder) and stops every
+    daemon it started afterwards."""
+    from clipasso_server.daemon.config import DaemonConfig
+
+    running: list[DaemonThread] = []
+
+    def start(**overrides: Any):
+        options = {"port": 0, "device": "cpu", "state_dir": tmp_path / f"state-{len(running)}"}
+        options.update(overrides)
+        thread = DaemonThread(DaemonConfig(**options), model_store)
+        url = thread.start()
+        running.append(thread)
+        host = options.get("host", "127.0.0.1")
+        if host in ("0.0.0.0", "::"):
+            url = f"http://127.0.0.1:{thread.daemon.port}"
+        return Client(url, overrides.get("token")), thread.daemon
+
+    yield start
+    for thread in running:
+        thread.stop()

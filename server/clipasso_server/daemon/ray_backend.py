@@ -28,6 +28,7 @@ from clipasso_server.daemon.workers import (
     START_TIMEOUT_S,
     STARTING,
     STOPPED,
+    RestartingWorker,
     WorkerError,
     cancelled_with,
     settle,
@@ -105,7 +106,7 @@ class SketchActor:
         self._cancel.set()
 
 
-class RayWorker:
+class RayWorker(RestartingWorker):
     """One Ray actor on one device, created again whenever it dies."""
 
     def __init__(
@@ -115,22 +116,14 @@ class RayWorker:
         address: str | None = None,
         cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
     ) -> None:
-        self.name = name
         # Ray hands each actor its own GPU (CUDA_VISIBLE_DEVICES): inside, it is "cuda"
         gpu = options.device.startswith("cuda")
-        self.options = WorkerOptions(**{**options.__dict__, "device": "cuda" if gpu else "cpu"})
+        inside = WorkerOptions(**{**options.__dict__, "device": "cuda" if gpu else "cpu"})
+        super().__init__(name, inside, cancel_grace_s)
         self.address = address
-        self.cancel_grace_s = cancel_grace_s
-        self.restarts = 0
-        self.last_info: dict[str, Any] = {}
         self._gpu = gpu
-        self._lock = threading.Lock()
-        self._state = STARTING
-        self._job_id: str | None = None
         self._actor: Any = None
         self._ray: Any = None
-        self._ready = threading.Event()
-        self._start_error: WorkerError | None = None
 
     def start(self) -> None:
         """Create the actor; it is ready once its runner is built (torch imported)."""
@@ -175,9 +168,6 @@ class RayWorker:
             except Exception as exc:  # the cluster may be gone already
                 log.warning("%s: cannot kill its Ray actor: %s", self.name, exc)
 
-    def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout) and self._start_error is None
-
     def _recreate(self, why: str) -> None:
         with self._lock:
             if self._state == STOPPED and self._actor is None:
@@ -205,10 +195,7 @@ class RayWorker:
         try:
             return self._exchange(actor, job, progress, should_stop)
         finally:
-            with self._lock:
-                if self._state == BUSY:
-                    self._state = IDLE
-                self._job_id = None
+            self._job_ended()
 
     def _exchange(
         self, actor: Any, job: Any, progress: ProgressSink, should_stop: Any

@@ -104,15 +104,12 @@ def describe_death(exitcode: int | None, oom_before: int | None) -> tuple[str, s
     )
 
 
-class ProcessWorker:
-    """One spawned worker process on one device, restarted whenever it dies."""
+class RestartingWorker:
+    """What a worker whose engine lives elsewhere (a process, a Ray actor) keeps track of: its
+    state, the job it runs, whether its engine said ready, how often it was started again, and
+    the engine's last report (device, memory, models)."""
 
-    def __init__(
-        self,
-        name: str,
-        options: WorkerOptions,
-        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
-    ) -> None:
+    def __init__(self, name: str, options: WorkerOptions, cancel_grace_s: float) -> None:
         self.name = name
         self.options = options
         self.cancel_grace_s = cancel_grace_s
@@ -121,10 +118,32 @@ class ProcessWorker:
         self._lock = threading.Lock()
         self._state = STARTING
         self._job_id: str | None = None
-        self._process: Any = None
-        self._conn: Any = None
         self._ready = threading.Event()
         self._start_error: WorkerError | None = None
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the engine said ready (or failed to start); whether it is ready."""
+        return self._ready.wait(timeout) and self._start_error is None
+
+    def _job_ended(self) -> None:
+        with self._lock:
+            if self._state == BUSY:
+                self._state = IDLE
+            self._job_id = None
+
+
+class ProcessWorker(RestartingWorker):
+    """One spawned worker process on one device, restarted whenever it dies."""
+
+    def __init__(
+        self,
+        name: str,
+        options: WorkerOptions,
+        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+    ) -> None:
+        super().__init__(name, options, cancel_grace_s)
+        self._process: Any = None
+        self._conn: Any = None
         self._oom_before: int | None = None
         self._closing = False
         self.ready_at: float | None = None  # monotonic time the current process said ready
@@ -241,10 +260,7 @@ class ProcessWorker:
         try:
             return self._exchange(process, conn, job, progress, should_stop)
         finally:
-            with self._lock:
-                if self._state == BUSY:
-                    self._state = IDLE
-                self._job_id = None
+            self._job_ended()
 
     def _exchange(
         self, process: Any, conn: Any, job: Any, progress: ProgressSink, should_stop: Any
@@ -308,10 +324,6 @@ class ProcessWorker:
             "peak_bytes": last.get("peak_bytes"),
             "models_loaded": list(last.get("models_loaded") or ()),
         }
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until the current process said ready (or failed); whether it is ready."""
-        return self._ready.wait(timeout) and self._start_error is None
 
 
 def engine_error(code: str, message: str) -> EngineError:
