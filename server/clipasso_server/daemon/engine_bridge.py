@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import clipasso_server
 from clipasso_server.daemon import memory_check
@@ -20,6 +20,9 @@ from clipasso_server.daemon.job_store import cache_key
 from clipasso_server.engine import model_specs, weight_check
 from clipasso_server.engine.errors import EngineError, MissingWeightsError, SettingsError
 from inkscape_clipasso import protocol
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: how long a submission waits for a starting worker to say which device it has
 IDENTITY_WAIT_S = 60.0
@@ -97,15 +100,15 @@ class EngineBridge:
         """ProtocolError ``insufficient_memory`` when no worker's device has room for the job."""
         memory_check.check_fits(settings, self.workers_info())
 
-    def check_image(self, data: bytes) -> tuple[int, int]:
-        """Decode the image fully (so truncated files are caught); its size in pixels."""
+    def check_image(self, data: bytes) -> Image.Image:
+        """Decode the image fully (so truncated files are caught), at the engine's working
+        size; the decoded copy (the thumbnail is made from it, not from a second decode)."""
         from clipasso_server.engine.image_decode import decode_image
 
         try:
-            image = decode_image(data, max_pixels=self.max_pixels)
+            return decode_image(data, max_pixels=self.max_pixels)
         except EngineError as exc:
             raise protocol.ProtocolError(exc.code, exc.message) from None
-        return image.size
 
     def cache_key(self, image_sha256: str, settings: dict[str, Any]) -> str | None:
         """The key a finished identical job was cached under; None if a model is not on disk

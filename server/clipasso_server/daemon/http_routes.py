@@ -31,7 +31,7 @@ from clipasso_server.daemon import guards
 from clipasso_server.daemon.engine_bridge import EngineBridge
 from clipasso_server.daemon.job_queue import Job, JobQueue, new_job_id
 from clipasso_server.daemon.job_store import DamagedResultError, JobStore, json_safe
-from clipasso_server.daemon.thumbnails import save_thumbnail
+from clipasso_server.daemon.thumbnails import make_thumbnail, save_thumbnail
 from clipasso_server.daemon.web_routes import add_web_routes, is_public, is_viewer
 from inkscape_clipasso import protocol
 
@@ -189,7 +189,7 @@ async def submit_job(request: web.Request) -> web.Response:
     context.engine.check_settings(job_request.settings)
     await _in_thread(context.engine.check_memory, job_request.settings)
     settings = job_request.settings.to_json()
-    image_sha256, key = await _in_pool(
+    image_sha256, key, thumbnail = await _in_pool(
         context.decode_pool, _check_image, context.engine, job_request.image, settings
     )
     await _in_thread(context.engine.check_weights, job_request.settings)
@@ -213,14 +213,7 @@ async def submit_job(request: web.Request) -> web.Response:
     )
     position = await _in_thread(context.queue.submit, job)
     # after the submission, so a refused job leaves no thumbnail behind
-    await _in_pool(
-        context.decode_pool,
-        save_thumbnail,
-        context.store,
-        job.id,
-        job_request.image,
-        context.engine.max_pixels,
-    )
+    await _in_thread(save_thumbnail, context.store, job.id, thumbnail)
     return json_response(
         {"id": job.id, "state": protocol.QUEUED, "queue_position": position, "cached": False},
         status=202,
@@ -281,10 +274,11 @@ def _parse_json_request(body: bytes) -> protocol.JobRequest:
 
 def _check_image(
     engine: EngineBridge, image: bytes, settings: dict[str, Any]
-) -> tuple[str, str | None]:
-    engine.check_image(image)
+) -> tuple[str, str | None, bytes]:
+    """Decode the image (once): its sha256, the cache key and the job's thumbnail."""
+    thumbnail = make_thumbnail(engine.check_image(image))
     digest = hashlib.sha256(image).hexdigest()
-    return digest, engine.cache_key(digest, settings)
+    return digest, engine.cache_key(digest, settings), thumbnail
 
 
 async def _read_multipart(request: web.Request, limit: int) -> protocol.JobRequest:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import logging
 
+from PIL import Image
+
 from clipasso_server.daemon.job_store import JobStore
-from clipasso_server.engine.errors import EngineError
-from clipasso_server.engine.image_decode import decode_image
 
 log = logging.getLogger("clipasso.daemon")
 
@@ -22,22 +22,20 @@ THUMBNAIL_SIZE = 256
 JPEG_QUALITY = 82
 
 
-def make_thumbnail(data: bytes, max_pixels: int, size: int = THUMBNAIL_SIZE) -> bytes:
-    """JPEG bytes of ``data`` shrunk to fit ``size`` x ``size`` (aspect kept, never enlarged).
-
-    Raises the engine's BadImageError / ImageTooLargeError like the submission check does.
-    """
-    image = decode_image(data, max_pixels=max_pixels)
+def make_thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
+    """JPEG bytes of a decoded photo (see ``image_decode.decode_image``: the submission check
+    decodes it anyway) shrunk to fit ``size`` x ``size`` (aspect kept, never enlarged)."""
+    image = image.copy()
     image.thumbnail((size, size), reducing_gap=2.0)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
     return out.getvalue()
 
 
-def save_thumbnail(store: JobStore, job_id: str, data: bytes, max_pixels: int) -> None:
-    """Make and store a job's thumbnail; a failure only costs the page its picture, so it is
-    logged and the job goes ahead (the image itself was checked before)."""
+def save_thumbnail(store: JobStore, job_id: str, jpeg: bytes) -> None:
+    """Store a job's thumbnail; a failure only costs the page its picture, so it is logged and
+    the job goes ahead."""
     try:
-        store.save_thumbnail(job_id, make_thumbnail(data, max_pixels))
-    except (EngineError, OSError) as exc:
+        store.save_thumbnail(job_id, jpeg)
+    except OSError as exc:
         log.warning("no thumbnail for job %s: %s", job_id, exc)
