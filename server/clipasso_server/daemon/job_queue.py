@@ -54,8 +54,6 @@ CRASHED_ERROR = {
 ProgressSink = Callable[[Progress, "dict[str, Any] | None"], None]
 #: runner(job, progress, should_stop) -> the protocol's result body (without "id")
 Runner = Callable[["Job", ProgressSink, Callable[[], bool]], dict[str, Any]]
-#: sketches per job (levels x seeds), the unit the per-sketch step cost is measured in
-DEFAULT_SKETCHES = 12
 
 
 def new_job_id() -> str:
@@ -88,7 +86,6 @@ class Job:
     snapshot: dict[str, Any] | None = None  # the latest best-so-far result body
     last_seen: float = field(default_factory=time.monotonic)
     cancel_reason: str | None = None
-    first_step_at: float | None = None
     #: seconds per step the earlier jobs measured over their whole run, scaled to this job's
     #: levels x seeds when it started (None: nothing measured before)
     prior_step_s: float | None = None
@@ -446,7 +443,6 @@ class JobQueue:
 
     def _run(self, job: Job, runner: Runner) -> None:
         def progress(report: Progress, snapshot: dict[str, Any] | None = None) -> None:
-            now = time.monotonic()
             with self._lock:
                 job.step, job.total = report.step, report.total
                 job.best_loss = {
@@ -454,13 +450,8 @@ class JobQueue:
                 }
                 if snapshot is not None:
                     job.snapshot = snapshot
-                measured = getattr(report, "step_time_s", None)
-                if job.first_step_at is None or report.step <= 1:
-                    job.first_step_at = now
-                elif report.step > 1:
-                    job.step_time_s = (now - job.first_step_at) / (report.step - 1)
-                if isinstance(measured, (int, float)) and measured > 0:
-                    job.step_time_s = float(measured)
+                if report.step_time_s:  # the engine's own measurement (None before step 1)
+                    job.step_time_s = float(report.step_time_s)
                 if job.step_time_s is not None:
                     self._sketch_step_s = job.step_time_s / job.sketches()
 
