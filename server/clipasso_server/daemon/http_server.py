@@ -9,18 +9,20 @@ running job then could not save its result. Here:
   them through :class:`FloodLog` (one line per kind per interval, with a count);
 * a connection must send its headers within ``header_timeout_s`` of connecting or of its
   previous answer (aiohttp's keep-alive timer, which also runs before the first request);
-* :class:`LimitedSite` refuses connections beyond a cap that stays below the open-file limit,
-  keeping files for the store, the workers and the decoders.
+* :class:`LimitedSite` accepts connections itself and refuses those beyond a cap that stays
+  below the open-file limit, keeping files for the store, the workers and the decoders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
 import resource
+import socket
 import time
 from typing import Any
 
@@ -35,9 +37,12 @@ log = logging.getLogger("clipasso.daemon")
 RESERVED_FILES = 48
 #: how often a flood of one kind of trouble is logged
 FLOOD_INTERVAL_S = 10.0
-#: the listen queue, which is also how many connections asyncio accepts in one go before any
-#: refused one is closed again: it must fit in the reserve as well
-ACCEPT_BACKLOG = 16
+#: the kernel's queue of connections not accepted yet (they hold no file of this process)
+LISTEN_BACKLOG = 128
+#: connections accepted in one go before the loop serves other work
+ACCEPT_BATCH = 16
+#: how long accepting pauses after running out of files
+ACCEPT_RETRY_S = 1.0
 
 
 class FloodLog:
@@ -102,28 +107,87 @@ class JsonErrorHandler(RequestHandler):
         return response
 
 
-class _Refused(asyncio.Protocol):
-    """A connection over the cap: told to come back later, then closed at once."""
+def refusal(cap: int) -> bytes:
+    """The whole answer to a connection over the cap: come back later."""
+    body = json.dumps(
+        protocol.ProtocolError(
+            "queue_full", f"the daemon has {cap} connections open; try again shortly"
+        ).to_json()
+    ).encode()
+    head = (
+        f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 2\r\nConnection: close\r\n\r\n"
+    ).encode()
+    return head + body
 
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        body = json.dumps(
-            protocol.ProtocolError(
-                "queue_full", f"the daemon has {self.cap} connections open; try again shortly"
-            ).to_json()
-        ).encode()
-        head = (
-            f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: 2\r\nConnection: close\r\n\r\n"
-        ).encode()
-        transport.write(head + body)  # type: ignore[attr-defined]
-        transport.close()
+def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Non-blocking sockets bound and listening on every address of ``host`` (as
+    ``loop.create_server`` binds them), for :class:`LimitedSite` to accept on itself."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class _Listener:
+    """What aiohttp's runner needs of a site's server (``sockets``, ``close``)."""
+
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        self.sockets = sockets
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            loop.remove_reader(sock)
+            sock.close()
+        self.sockets = []
+
+
+class CountedHandler(JsonErrorHandler):
+    """A connection that tells its site once when it is gone, so the site's count of open
+    sockets is exact."""
+
+    released = False
+
+    def __init__(self, *args: Any, on_gone: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_gone = on_gone
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._on_gone()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.release()
 
 
 class LimitedSite(web.BaseSite):
-    """A TCP site whose connections are :class:`JsonErrorHandler` and at most ``cap``."""
+    """A TCP site with at most ``cap`` connections, each a :class:`JsonErrorHandler`.
+
+    It accepts connections itself rather than through ``loop.create_server``: asyncio accepts
+    a whole batch before the protocol factory sees any of them, and closes a refused one only
+    some loop turns later, so batches of refused sockets piled up past the reserve (a flood
+    under a file limit of 128 once ran out of files). Here a socket is counted the moment it
+    is accepted, and one over the cap is answered 429 and closed before the next accept.
+    """
 
     def __init__(
         self,
@@ -140,6 +204,10 @@ class LimitedSite(web.BaseSite):
         self.cap = connection_cap(max_connections)
         self.header_timeout_s = header_timeout_s
         self.flood = FloodLog()
+        #: accepted sockets not closed yet: serving, or being handed to aiohttp
+        self.open_connections = 0
+        self._handing_over: set[asyncio.Future[None]] = set()
+        self._refusal = refusal(self.cap)
 
     @property
     def name(self) -> str:
@@ -148,39 +216,79 @@ class LimitedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol,
-            self.host,
-            self.requested_port,
-            backlog=ACCEPT_BACKLOG,
-            reuse_address=True,
-        )
-        loop.set_exception_handler(self._loop_error)
+        sockets = listening_sockets(self.host, self.requested_port, LISTEN_BACKLOG)
+        self._server = _Listener(sockets)  # type: ignore[assignment]
+        for sock in sockets:
+            loop.add_reader(sock, self._accept, sock)
 
-    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """asyncio's own complaints; running out of files while accepting is a flood, logged
-        once per interval (asyncio retries the accept a second later by itself)."""
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+    def _accept(self, listener: socket.socket) -> None:
+        """Accept what is waiting (a few at a time, so requests get their turn)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                self._pause(listener, exc)
+                return
+            if self.open_connections >= self.cap:
+                self._refuse(conn)
+                continue
+            self.open_connections += 1
+            conn.setblocking(False)
+            task = asyncio.ensure_future(self._serve(conn))
+            self._handing_over.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._handing_over.discard)
+
+    def _pause(self, listener: socket.socket, exc: OSError) -> None:
+        """Out of files (or another accept error): stop accepting for a second."""
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
             self.flood.note("files", f"out of open files while accepting connections ({exc})")
-            return
-        loop.default_exception_handler(context)
+        else:
+            self.flood.note("accept", f"accepting a connection failed ({exc})")
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(listener)
 
-    def _protocol(self) -> asyncio.Protocol:
+        def resume() -> None:
+            if listener.fileno() >= 0:  # not closed by stop() meanwhile
+                loop.add_reader(listener, self._accept, listener)
+
+        loop.call_later(ACCEPT_RETRY_S, resume)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        self.flood.note(
+            "connections",
+            f"refusing new connections: {self.cap} are open (the most this daemon keeps "
+            "below its open-file limit)",
+        )
+        with contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(self._refusal)  # a fresh socket's buffer takes it whole
+        conn.close()
+
+    async def _serve(self, conn: socket.socket) -> None:
+        handler = self._handler()
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: handler, conn)
+        except (Exception, asyncio.CancelledError) as exc:  # the peer left, or shutting down
+            log.debug("dropped an accepted connection: %r", exc)
+            conn.close()
+            handler.release()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _handler(self) -> CountedHandler:
         server = self._runner.server
         assert server is not None
-        if len(server.connections) >= self.cap:
-            self.flood.note(
-                "connections",
-                f"refusing new connections: {self.cap} are open (the most this daemon keeps "
-                "below its open-file limit)",
-            )
-            return _Refused(self.cap)
-        handler = JsonErrorHandler(
+        handler = CountedHandler(
             server,
             loop=asyncio.get_running_loop(),
             access_log=None,
             keepalive_timeout=self.header_timeout_s,
+            on_gone=self._gone,
         )
         handler.flood = self.flood  # one log per daemon, not per connection
         return handler
+
+    def _gone(self) -> None:
+        self.open_connections -= 1
