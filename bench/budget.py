@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import platform
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon import _call, _png, start_daemon, wait_workers_ready, weights_dir  # bench/daemon.py
+from report import write_report
 
 TARGET_ETA_ERROR_PCT = 15.0
 POLL_EVERY_S = 0.2
@@ -142,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ETA {label:8s} at {row['at_s']:7.2f} s (step {row['step']:4d}): "
                   f"{row['eta_s']:8.2f} s, really {row['real_left_s']:8.2f} s, "
                   f"error {row['error_pct']} %")  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

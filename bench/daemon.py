@@ -53,6 +53,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from report import write_report
+
 TARGET_SLOWDOWN_PCT = 5.0
 
 
@@ -454,10 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers_bench:
             report["workers"] = workers_bench(args, weights, temp, settings)
     _print_comparison(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import re
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon import _call, _png, wait_workers_ready
+from report import write_report
 
 TARGET_JOB_S = 30.0
 
@@ -115,16 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         "target_job_s": TARGET_JOB_S,
         "job_ok": whole_s <= TARGET_JOB_S,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
     print(
         f"default job on {report['device']}: {steps} steps in {wall:.1f} s, step "
         f"{step_s * 1000:.1f} ms, whole 2000-step job {whole_s:.1f} s"
         f"{' (extrapolated)' if report['whole_job_extrapolated'] else ''} (target <= "
         f"{TARGET_JOB_S:.0f} s), peak GPU memory "
-        f"{(report['peak_gpu_bytes'] or 0) / 2**30:.2f} GiB; wrote {out}"
+        f"{(report['peak_gpu_bytes'] or 0) / 2**30:.2f} GiB"
     )
+    write_report(args.out, report)
     return 0
 
 

@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from report import write_report
+
 LADDER = (4, 8, 16, 32)
 MODELS = {
     "tiny": ("test-tiny-rn", "test-tiny-vit"),
@@ -203,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "fit": {"key": key, **result},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

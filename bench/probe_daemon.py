@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from report import write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "server"))
 sys.path.insert(0, str(ROOT))
@@ -328,8 +330,7 @@ def main() -> int:
     print(f"probes: {json.dumps(summary)}")
     print(f"flood:  {json.dumps(flooded, default=lambda v: round(v, 3))}")
     print(f"log: {len(stderr)} bytes, {report['log_tracebacks']} tracebacks")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

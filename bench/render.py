@@ -17,13 +17,13 @@ H100: batch 12 x 32 strokes at 224 px fwd+bwd <= 2 ms.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from report import write_report
 
 from clipasso_server.engine.render import render_strokes
 
@@ -129,13 +129,10 @@ def main() -> None:
             f"{row['strokes']:>7} {row['size']:>5} {row['batch']:>5} {row['fwd_ms']:>9.2f} "
             f"{row['fwd_bwd_ms']:>11.2f} {row['peak_mb']:>8.1f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     name = str(device)
     if device.type == "cuda":
         name += f" ({torch.cuda.get_device_name(device)})"
-    out.write_text(json.dumps({"device": name, "threads": args.threads, "results": rows}, indent=2))
-    print(f"wrote {out}")
+    write_report(args.out, {"device": name, "threads": args.threads, "results": rows})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ The photo's augmented views go through a separate no-grad forward, as in ``sketc
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import write_report
 
 from clipasso_server.engine.clip_models import LossModel, ModelStore, write_test_weights
 from clipasso_server.engine.optimise import (
@@ -167,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"tiny_cpu_2_threads_s": 0.5, "rn101_h100_ms": 15},
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon import _call, _png, _process_cpu_s, start_daemon, weights_dir  # bench/daemon.py
+from report import write_report
 
 PAGE_FILES = ("/", "/web/app.js", "/web/style.css", "/web/icon.svg")
 VIEWER = {"X-Clipasso-Viewer": "1"}
@@ -235,10 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "preview_steps_behind_mean": statistics.mean(behind) if behind else None,
         "preview_steps_behind_max": max(behind) if behind else None,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

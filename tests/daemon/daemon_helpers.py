@@ -121,6 +121,23 @@ class Client:
         assert code == 200, body
         return protocol.validate_result(body)
 
+    def partial(self, job_id: str) -> tuple[int, dict]:
+        return self.get(f"/v1/jobs/{job_id}/result?partial=1")
+
+    def wait_partial(
+        self, job_id: str, after_step: int = 0, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """The first best-so-far snapshot past ``after_step``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = self.partial(job_id)
+            if code == 200 and body["step"] > after_step:
+                return protocol.validate_result(body)
+            if code != 200:
+                assert_error(code, body, "not_ready")
+            assert time.monotonic() < deadline, "no snapshot came"
+            time.sleep(0.1)
+
 
 def assert_error(status: int, body: Any, code: str) -> None:
     """An error answer: the protocol's status for ``code`` and exactly {error, message}."""

@@ -50,12 +50,18 @@ def test_delete_stops_a_running_job_within_one_step_and_cancels_a_queued_one(sta
 
 def test_jobs_nobody_polls_are_cancelled(start_daemon, caplog):
     caplog.set_level(logging.INFO, logger="clipasso.daemon")
-    client, _ = start_daemon(abandon_after_s=1.0)
+    client, daemon = start_daemon(abandon_after_s=1.0)
     running = client.submit(iterations=LONG, seed=4)
     queued = client.submit(iterations=LONG, seed=5)
     client.wait(running["id"], until=lambda s: s["state"] == protocol.RUNNING)
 
-    time.sleep(2.5)  # nobody polls either job now
+    # nobody polls either job now; the queue is read directly, as that asks nothing of it
+    deadline = time.monotonic() + 60
+    while any(
+        daemon.queue.state(job["id"]) not in protocol.FINAL_STATES for job in (running, queued)
+    ):
+        assert time.monotonic() < deadline, "the abandoned jobs were not cancelled"
+        time.sleep(0.1)
 
     for job in (running, queued):
         status = client.status(job["id"])

@@ -13,21 +13,6 @@ from daemon_helpers import Client, DaemonThread, assert_error, job_body, png_byt
 from inkscape_clipasso import protocol
 
 
-def _partial(client: Client, job_id: str) -> tuple[int, dict]:
-    return client.get(f"/v1/jobs/{job_id}/result?partial=1")
-
-
-def _wait_partial(client: Client, job_id: str, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = _partial(client, job_id)
-        if code == 200:
-            return protocol.validate_result(body)
-        assert_error(code, body, "not_ready")
-        assert time.monotonic() < deadline, "no snapshot came"
-        time.sleep(0.1)
-
-
 def _listed(client: Client) -> list[dict]:
     code, body = client.get("/v1/jobs")
     assert code == 200, body
@@ -55,26 +40,26 @@ def test_partial_results_of_a_running_then_cancelled_job_survive_a_restart(tmp_p
     try:
         running = client.submit(iterations=5000, levels=[2, 3], seed=31)
         queued = client.submit(iterations=5, seed=32)
-        assert_error(*_partial(client, queued["id"]), "not_ready")  # nothing drawn yet
-        partial = _wait_partial(client, running["id"])
+        assert_error(*client.partial(queued["id"]), "not_ready")  # nothing drawn yet
+        partial = client.wait_partial(running["id"])
         assert partial["partial"] is True and 0 < partial["step"] < 5000
         assert [level["strokes"] for level in partial["levels"]] == [2, 3]
         assert "unfinished" in partial["svg"]
         code, _ = client.delete(f"/v1/jobs/{running['id']}")
         assert client.status(running["id"])["state"] == protocol.CANCELLED
-        code, kept = _partial(client, running["id"])
+        code, kept = client.partial(running["id"])
         assert code == 200 and kept["partial"] is True and kept["step"] >= partial["step"]
         assert_error(*client.get(f"/v1/jobs/{running['id']}/result"), "not_ready")
         assert client.wait(queued["id"])["state"] == protocol.DONE
         final = client.result(queued["id"])
-        code, same = _partial(client, queued["id"])  # a done job: its final result
+        code, same = client.partial(queued["id"])  # a done job: its final result
         assert code == 200 and same == final and "partial" not in same
     finally:
         first.stop()
     second = DaemonThread(config, model_store)
     client = Client(second.start())
     try:
-        code, after = _partial(client, running["id"])
+        code, after = client.partial(running["id"])
         assert code == 200 and after == kept
         # the step cost measured before the restart gives an estimate at once
         fresh = client.submit(iterations=5000, seed=40)

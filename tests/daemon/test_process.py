@@ -53,21 +53,41 @@ def test_sigterm_persists_and_a_restart_serves_old_results(
     assert "stopped" in second.stderr
 
 
-def test_a_daemon_killed_outright_reports_unfinished_jobs_as_interrupted(
+def test_a_daemon_killed_outright_keeps_the_best_strokes_it_last_saved(
     serve_process, tmp_path, test_weights_dir
 ):
     state = tmp_path / "state"
-    first = serve_process(_serve_args(state, test_weights_dir))
+    first = serve_process(_serve_args(state, test_weights_dir, "--save-every", "0"))
     client = Client(first.wait_ready())
-    running = client.submit(iterations=5000, seed=21)
-    client.wait(running["id"], until=lambda s: s["state"] == protocol.RUNNING)
-    first.kill()  # SIGKILL: no chance to persist anything
+    running = client.submit(iterations=5000, levels=[2, 3], seed=21)
+    saved = client.wait_partial(running["id"])
+    # the snapshots are saved in order, so once a later one is shown this one is on disk
+    later = client.wait_partial(running["id"], after_step=saved["step"])
+    first.kill()  # SIGKILL (the out-of-memory killer): no chance to save anything more
 
     second = serve_process(_serve_args(state, test_weights_dir))
     client = Client(second.wait_ready())
-    assert client.status(running["id"])["state"] == protocol.INTERRUPTED
+    status = client.status(running["id"])
+    assert status["state"] == protocol.INTERRUPTED, status
+    assert status["error"]["error"] == "interrupted"  # killed, not shut down
+    assert status["step"] >= saved["step"]
+    code, kept = client.partial(running["id"])
+    assert code == 200, kept
+    assert kept["partial"] is True and saved["step"] <= kept["step"] <= later["step"]
+    assert [level["strokes"] for level in kept["levels"]] == [2, 3]
+    assert "unfinished" in kept["svg"]
     assert second.terminate() == 0
     assert f"job {running['id']} interrupted" in second.stderr
+
+
+def test_save_every_must_not_be_negative(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "clipasso_server.cli", "serve", "--save-every", "-1",
+         "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--save-every must be 0 or more" in done.stderr
 
 
 def test_listening_off_loopback_without_a_token_is_refused(tmp_path):

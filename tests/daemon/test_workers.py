@@ -43,17 +43,6 @@ def _wait_workers(client: Client, until, timeout: float = 120.0) -> list[dict]:
         time.sleep(0.1)
 
 
-def _wait_partial(client: Client, job_id: str, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = client.get(f"/v1/jobs/{job_id}/result?partial=1")
-        if code == 200:
-            return protocol.validate_result(body)
-        assert_error(code, body, "not_ready")
-        assert time.monotonic() < deadline, "no snapshot came"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def serve(serve_process, tmp_path, test_weights_dir):
     """Start ``clipasso serve`` with process workers; (Client, ServeProcess)."""
@@ -82,7 +71,7 @@ def test_a_killed_worker_fails_its_job_says_why_and_the_next_job_runs(serve):
     client, _ = serve()
     doomed = client.submit(iterations=5000, seed=1)
     client.wait(doomed["id"], until=lambda s: s["step"] >= 1)
-    snapshot = _wait_partial(client, doomed["id"])  # snapshots cross the pipe
+    snapshot = client.wait_partial(doomed["id"])  # snapshots cross the pipe
     (worker,) = _workers(client)
     os.kill(worker["pid"], signal.SIGKILL)
     status = client.wait(doomed["id"])

@@ -92,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="download missing CLIP weights on first use (default: yes)",
     )
     parser.add_argument(
+        "--save-every",
+        type=float,
+        default=cfg.DEFAULT_SAVE_EVERY_S,
+        metavar="SECONDS",
+        help="write a running job's best strokes so far to disk this often, so that a daemon "
+        "killed mid-job (out of memory, a power cut) keeps them; 0 writes every snapshot "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--max-queue",
         type=int,
         default=cfg.DEFAULT_MAX_QUEUE,
@@ -187,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout,
+        save_every_s=args.save_every,
     )
     try:
         check_config(config)  # before torch is imported: a refusal is instant

@@ -26,6 +26,9 @@ DEFAULT_HEADER_TIMEOUT_S = 15.0
 DEFAULT_BODY_TIMEOUT_S = 120.0
 #: concurrent connections; the daemon also stays below its open-file limit (RLIMIT_NOFILE)
 DEFAULT_MAX_CONNECTIONS = 256
+#: a running job's best strokes so far are written to disk this often, so a daemon that is
+#: killed (the out-of-memory killer, a power cut) loses at most this much of a long job
+DEFAULT_SAVE_EVERY_S = 60.0
 BACKENDS = ("process", "ray", "thread")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -68,6 +71,8 @@ class DaemonConfig:
     ray_address: str | None = None
     #: a worker that has not stopped this long after a cancel is terminated and restarted
     cancel_grace_s: float = 5.0
+    #: how often a running job's best strokes so far go to disk (0: at every snapshot)
+    save_every_s: float = DEFAULT_SAVE_EVERY_S
 
 
 def is_loopback(host: str) -> bool:
@@ -118,5 +123,7 @@ def check_config(config: DaemonConfig) -> None:
         raise ConfigError("give either --devices (one worker each) or --workers, not both")
     if any(not device.strip() for device in config.devices):
         raise ConfigError("--devices takes a comma-separated list such as cuda:0,cuda:1")
+    if not config.save_every_s >= 0:  # also refuses NaN
+        raise ConfigError(f"--save-every must be 0 or more seconds, got {config.save_every_s}")
     if not config.cancel_grace_s > 0:
         raise ConfigError("the cancel grace time must be positive")

@@ -400,13 +400,14 @@ async def job_result(request: web.Request) -> web.Response:
 
 async def _partial_result(context: DaemonContext, job_id: str, state: str | None) -> web.Response:
     """The latest best-so-far snapshot: from memory while the job runs, from disk once it
-    ended unfinished; 409 ``not_ready`` before the first one."""
+    ended unfinished (as of the last save, if the daemon was killed); 409 ``not_ready``
+    before the first one."""
     snapshot = context.queue.partial(job_id)
     if snapshot is not None:
         return json_response({**snapshot, "id": job_id, "partial": True})
     if state in (protocol.CANCELLED, protocol.INTERRUPTED, protocol.FAILED):
         try:
-            body = await _in_thread(context.store.result_bytes, job_id)
+            body = await _in_thread(context.store.partial_bytes, job_id)
         except DamagedResultError:
             body = None
         if body is not None:

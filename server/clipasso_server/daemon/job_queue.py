@@ -7,8 +7,10 @@ the next queued job, so a job goes to the next free worker. The HTTP side never 
 engine: it reads each job's progress and its latest best-so-far snapshot from memory under a
 short lock, and the dispatch thread updates that memory at every optimisation step. Records go
 to disk at state changes only (queued, running, final), not per step, so polling costs the
-worker nothing; the latest snapshot is persisted when a job ends unfinished, so the best
-strokes of a cancelled or interrupted job survive a restart.
+worker nothing. The latest snapshot is persisted when a job ends unfinished, and while it
+runs at most every ``save_every_s`` (with its record), so the best strokes of a cancelled or
+interrupted job survive a restart, and those of a job cut off by a killed daemon survive too,
+as of the last save.
 
 Cancellation is cooperative: a cancel sets the job's ``cancel_reason`` and the engine's
 ``should_stop`` check sees it between steps. A daemon shutdown cancels with the reason
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clipasso_server.daemon.config import DEFAULT_SAVE_EVERY_S
 from clipasso_server.daemon.job_store import JobStore, result_json
 from clipasso_server.engine.errors import Cancelled, EngineError
 from clipasso_server.engine.types import Progress
@@ -84,6 +87,7 @@ class Job:
     # in memory only
     cache_key: str | None = None  # the result cache's key, computed at submission
     snapshot: dict[str, Any] | None = None  # the latest best-so-far result body
+    snapshot_saved_at: float | None = None  # time.monotonic() of the latest save to disk
     last_seen: float = field(default_factory=time.monotonic)
     cancel_reason: str | None = None
     #: seconds per step the earlier jobs measured over their whole run, scaled to this job's
@@ -164,10 +168,17 @@ def _number(value: Any, default: Any) -> Any:
 class JobQueue:
     """FIFO of jobs, one dispatch thread per worker, and the in-memory table of every job."""
 
-    def __init__(self, store: JobStore, runners: Runner | list[Runner], max_queue: int) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        runners: Runner | list[Runner],
+        max_queue: int,
+        save_every_s: float = DEFAULT_SAVE_EVERY_S,
+    ) -> None:
         self.store = store
         self.runners = list(runners) if isinstance(runners, (list, tuple)) else [runners]
         self.max_queue = max_queue
+        self.save_every_s = save_every_s
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._persist_lock = threading.Lock()
@@ -454,6 +465,10 @@ class JobQueue:
                     job.step_time_s = float(report.step_time_s)
                 if job.step_time_s is not None:
                     self._sketch_step_s = job.step_time_s / job.sketches()
+            if snapshot is not None and self._snapshot_due(job):
+                # on this (the dispatch) thread, so it can never land after the final result
+                self._save_snapshot(job)
+                self._persist(job)  # the step it reached, for the status after a crash
 
         def should_stop() -> bool:
             return job.cancel_reason is not None
@@ -493,6 +508,7 @@ class JobQueue:
         else:
             with self._lock:
                 job.snapshot = None  # the result is on disk
+            self._drop_snapshot(job)
         self._persist(job)
         if state == protocol.DONE:
             log.info("job %s done in %.1f s", job.id, job.elapsed_s(time.time()))
@@ -553,17 +569,30 @@ class JobQueue:
         own = _capped(job, _iterations(job) * job.sketches() * cost, None)
         return round(ahead / max(1, len(self.runners)) + own, 2)
 
+    def _snapshot_due(self, job: Job) -> bool:
+        """Whether a running job's latest snapshot should go to disk now."""
+        last = job.snapshot_saved_at
+        return last is None or time.monotonic() - last >= self.save_every_s
+
     def _save_snapshot(self, job: Job) -> None:
-        """Keep an unfinished job's best strokes so far on disk (in place of a result: only a
+        """Keep an unfinished job's best strokes so far on disk (apart from results: only a
         done job's result is ever served as final or cached)."""
         with self._lock:
             snapshot = job.snapshot
+            job.snapshot_saved_at = time.monotonic()
         if snapshot is None:
             return
         try:
-            self.store.save_result(job.id, {**snapshot, "id": job.id, "partial": True})
+            self.store.save_partial(job.id, {**snapshot, "id": job.id, "partial": True})
         except OSError as exc:
             log.error("cannot save the best strokes so far of job %s: %s", job.id, exc)
+
+    def _drop_snapshot(self, job: Job) -> None:
+        """A finished job's saved snapshot is stale: its result replaces it."""
+        try:
+            self.store.drop_partial(job.id)
+        except OSError as exc:
+            log.warning("cannot delete the best strokes so far of job %s: %s", job.id, exc)
 
     def _persist(self, job: Job) -> bool:
         """Write the job's record; False (logged, retried later) when the write failed."""

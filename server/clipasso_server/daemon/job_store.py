@@ -179,7 +179,16 @@ class JobStore:
         self.results_dir = self.root / "results"
         self.cache_dir = self.root / "cache"
         self.thumbnails_dir = self.root / "thumbnails"
-        for directory in (self.jobs_dir, self.results_dir, self.cache_dir, self.thumbnails_dir):
+        #: the best strokes so far of unfinished jobs, apart from results: a result file is
+        #: always a finished job's, whatever happened to the disk in between
+        self.partials_dir = self.root / "partials"
+        for directory in (
+            self.jobs_dir,
+            self.results_dir,
+            self.partials_dir,
+            self.cache_dir,
+            self.thumbnails_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # --- job records ------------------------------------------------------------------
@@ -240,7 +249,26 @@ class JobStore:
         """
         if not protocol.is_job_id(job_id):
             return None
-        path = self.results_dir / f"{job_id}.json"
+        return self._checked_body(self.results_dir / f"{job_id}.json", job_id)
+
+    def save_partial(self, job_id: str, result: dict[str, Any]) -> None:
+        """Write an unfinished job's best strokes so far (a result body marked partial)."""
+        atomic_write(self.partials_dir / f"{job_id}.json", result_json(result))
+
+    def partial_bytes(self, job_id: str) -> bytes | None:
+        """The stored best strokes so far as JSON bytes, None if there are none; checked like
+        :meth:`result_bytes` (DamagedResultError for a damaged one, which is deleted)."""
+        if not protocol.is_job_id(job_id):
+            return None
+        return self._checked_body(self.partials_dir / f"{job_id}.json", job_id)
+
+    def drop_partial(self, job_id: str) -> None:
+        """Forget the best strokes so far (the job finished: its result replaces them)."""
+        if protocol.is_job_id(job_id):
+            with contextlib.suppress(FileNotFoundError):
+                (self.partials_dir / f"{job_id}.json").unlink()
+
+    def _checked_body(self, path: Path, job_id: str) -> bytes | None:
         try:
             body = path.read_bytes()
         except FileNotFoundError:
@@ -309,6 +337,7 @@ class JobStore:
             raise ValueError(f"not a job id: {job_id!r}")
         for path in (
             self.results_dir / f"{job_id}.json",
+            self.partials_dir / f"{job_id}.json",
             self.thumbnails_dir / f"{job_id}.jpg",
             self.jobs_dir / f"{job_id}.json",
         ):

@@ -74,7 +74,9 @@ class Daemon:
             wait_ready=self.workers[0].wait_ready,
             allow_download=getattr(models, "allow_download", config.allow_download),
         )
-        self.queue = JobQueue(self.store, [w.run for w in self.workers], config.max_queue)
+        self.queue = JobQueue(
+            self.store, [w.run for w in self.workers], config.max_queue, config.save_every_s
+        )
         self.context = DaemonContext(
             queue=self.queue,
             store=self.store,
