@@ -208,14 +208,18 @@ def weights_dir(args: argparse.Namespace, temp: str) -> Path:
 
 
 def start_daemon(
-    args: argparse.Namespace, weights: Path, state: Path, *extra: str
+    args: argparse.Namespace,
+    weights: Path,
+    state: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> tuple[Any, str]:
     command = [
         sys.executable, "-m", "clipasso_server.cli", "serve", "--port", "0",
         "--device", args.device, "--state-dir", str(state), "--clip-weights", str(weights),
         *extra,
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()
     match = re.search(r"listening on (http://\S+)", line)
     if not match:
@@ -282,7 +286,7 @@ def workers_bench(
     report: dict[str, Any] = {}
     process, base = start_daemon(args, weights, Path(temp) / "state-one", "--workers", "1")
     try:
-        health = wait_workers_ready(base)
+        wait_workers_ready(base)
         run_job(base, _png("warm"), {**settings, "iterations": 3, "seed": 998}, None)
         _, health = _call(f"{base}/v1/health")
         worker = health["workers"][0]

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,24 +24,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon import _call, _png, wait_workers_ready
+from daemon import _call, _png, start_daemon, wait_workers_ready
+from memory import MODELS, write_random_weights
 from report import write_report
 
 TARGET_JOB_S = 30.0
-
-
-def write_random_weights(directory: Path) -> None:
-    """RN101.safetensors and ViT-B-32.safetensors: open_clip state dicts, random init."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, arch in (("RN101", "RN101-quickgelu"), ("ViT-B-32", "ViT-B-32-quickgelu")):
-        torch.manual_seed(0)
-        model = open_clip.create_model(arch, device="cpu")
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(directory / f"{name}.safetensors"), metadata={"format": "pt"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,20 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="clipasso-gpu-job-") as temp:
         weights = Path(temp) / "weights"
-        write_random_weights(weights)
-        command = [
-            sys.executable, "-m", "clipasso_server.cli", "serve", "--port", "0",
-            "--device", args.device, "--no-download", "--state-dir", str(Path(temp) / "state"),
-            "--clip-weights", str(weights),
-        ]  # fmt: skip
+        write_random_weights(weights, MODELS["rn101"])
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if not match:
-            process.kill()
-            raise SystemExit(f"the daemon did not start: {line!r}")
-        base = match.group(1)
+        process, base = start_daemon(args, weights, Path(temp) / "state", "--no-download", env=env)
         try:
             started = time.perf_counter()
             wait_workers_ready(base)

@@ -80,14 +80,10 @@ def job_json(image: bytes, **settings: Any) -> bytes:
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """Resident memory in MiB, 0 where unreadable (the process is gone)."""
+    from clipasso_server.daemon.worker_process import rss_bytes
+
+    return (rss_bytes(pid) or 0) / 2**20
 
 
 def children(pid: int) -> list[int]:

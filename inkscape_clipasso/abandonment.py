@@ -14,14 +14,13 @@ import select
 import sys
 
 
-def output_closed(fd: int | None = None) -> bool:
+def output_closed() -> bool:
     """Whether the reader of our stdout (Inkscape) has gone away."""
     if not hasattr(select, "poll"):
         return False
     try:
-        fd = sys.__stdout__.fileno() if fd is None else fd
         poller = select.poll()
-        poller.register(fd, select.POLLOUT)
+        poller.register(sys.__stdout__.fileno(), select.POLLOUT)
         events = poller.poll(0)
     except (AttributeError, OSError, ValueError):
         return False

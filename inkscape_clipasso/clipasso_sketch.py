@@ -25,7 +25,7 @@ from inkscape_clipasso import protocol
 from inkscape_clipasso.abandonment import output_closed
 from inkscape_clipasso.bitmap_size import bitmap_size
 from inkscape_clipasso.daemon_client import DaemonClient, DaemonError
-from inkscape_clipasso.estimate import describe, format_duration
+from inkscape_clipasso.estimate import describe
 from inkscape_clipasso.image_source import (
     ImageError,
     SourceImage,
@@ -107,7 +107,7 @@ class ClipassoSketch(inkex.EffectExtension):
                 else f"None of the selected objects is an image. {SELECT_HINT}"
             )
         try:
-            settings = self._settings()
+            settings = self._settings(len(elements))
             levels = settings.levels
             visible_levels(levels, self.options.visible_level)
             sources = [
@@ -147,7 +147,7 @@ class ClipassoSketch(inkex.EffectExtension):
         return WaitOptions(
             deadline_s=deadline,
             keep_running=keep,
-            limit_text=format_duration(shown),
+            limit_text=protocol.format_duration(shown),
             poll_interval=max(0.01, self.options.poll_interval),
             on_submitted=self._open_live_view if self.options.live_view else None,
             abandoned=output_closed,
@@ -157,8 +157,9 @@ class ClipassoSketch(inkex.EffectExtension):
         """Inkscape shows no progress: the daemon's page for the job does."""
         open_page(page_url(self.options.url, job_ids))
 
-    def _settings(self) -> protocol.SketchSettings:
-        """The dialog's values, validated by the shared protocol (errors name the field)."""
+    def _settings(self, images: int) -> protocol.SketchSettings:
+        """The dialog's values for ``images`` selected images, validated by the shared
+        protocol (errors name the field)."""
         options = self.options
         return protocol.parse_settings(
             {
@@ -170,18 +171,17 @@ class ClipassoSketch(inkex.EffectExtension):
                 "remove_background": bool(options.remove_background),
                 "loss_model": options.loss_model.strip(),
                 "saliency_model": options.saliency_model.strip(),
-                "time_budget_s": self._budget(),
+                "time_budget_s": self._budget(images),
             }
         )
 
-    def _budget(self) -> float | None:
-        """The engine's time budget per job: the time limit shared by the selected images
+    def _budget(self, images: int) -> float | None:
+        """The engine's time budget per job: the time limit shared by the ``images`` selected
         (the daemon runs them one after the other), None for no limit."""
         limit = self._time_limit()
         if limit is None:
             return None
-        count = max(1, len(split_selection(list(self.svg.selection.values()))[0]))
-        return max(protocol.MIN_TIME_BUDGET_S, round(limit / count, 1))
+        return max(protocol.MIN_TIME_BUDGET_S, round(limit / images, 1))
 
     def _output_width(self) -> float | None:
         """The stroke width in root user units, or None for "as the reference"."""

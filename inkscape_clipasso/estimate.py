@@ -19,16 +19,15 @@ FAR_BEYOND = 2.0
 
 @dataclass(frozen=True)
 class Estimate:
-    """The daemon's word on the jobs, the first time it knew: ``seconds`` until all end,
-    measured ``steps_per_s`` (None until measured) and ``at_s``, the wait's time then."""
+    """The daemon's word on the jobs, the first time it knew: ``seconds`` until all end and
+    the measured ``steps_per_s`` (None until measured)."""
 
     seconds: float
     steps_per_s: float | None
-    at_s: float
 
     def rate_text(self) -> str:
         """``0.21 steps/s`` or nothing."""
-        return f", {self.steps_per_s:.3g} steps/s" if self.steps_per_s else ""
+        return f"{self.steps_per_s:.3g} steps/s" if self.steps_per_s else ""
 
 
 def too_long_message(estimate: Estimate, limit_text: str) -> str:
@@ -36,7 +35,7 @@ def too_long_message(estimate: Estimate, limit_text: str) -> str:
     change."""
     return (
         f"This sketch would take about {format_duration(estimate.seconds)} on the daemon "
-        f"({estimate.rate_text().lstrip(', ') or 'its measured speed'}), far beyond the time "
+        f"({estimate.rate_text() or 'its measured speed'}), far beyond the time "
         f"limit of {limit_text}, and at the limit it would be cancelled and its strokes lost; "
         "nothing was changed. Ask for fewer iterations, levels or seeds, choose a longer time "
         'limit, or "insert the best strokes so far" on the Output page; a daemon on a machine '
@@ -55,9 +54,10 @@ def describe(
     """The layer's description: how long it took, and the estimate the daemon gave."""
     parts = [f"Waited {format_duration(waited_s)} for this sketch."]
     if estimate is not None:
+        rate = estimate.rate_text()
         parts.append(
             f"The daemon estimated {format_duration(estimate.seconds)} when its speed was "
-            f"first known{estimate.rate_text()}."
+            f"first known{f', {rate}' if rate else ''}."
         )
         if estimate.steps_per_s and steps_run is not None and steps_run < iterations:
             whole = iterations / estimate.steps_per_s

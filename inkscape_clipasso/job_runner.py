@@ -22,7 +22,7 @@ from inkscape_clipasso.daemon_client import (
     DaemonRefusedError,
     DaemonTimeoutError,
 )
-from inkscape_clipasso.estimate import Estimate, format_duration, is_far_beyond, too_long_message
+from inkscape_clipasso.estimate import Estimate, is_far_beyond, too_long_message
 
 #: Longest request for the best-so-far results once the deadline has passed.
 LATE_REQUEST_S = 10.0
@@ -119,7 +119,7 @@ def run_jobs(
             if options.abandoned is not None and options.abandoned():
                 raise DaemonError("Cancelled in Inkscape; the daemon's jobs were cancelled.")
             if estimate is None:
-                estimate = _estimate(statuses, job_ids, clock() - start)
+                estimate = _estimate(statuses, job_ids)
                 if (
                     estimate is not None
                     and not options.keep_running
@@ -205,9 +205,7 @@ def _fetch(
         ) from None
 
 
-def _estimate(
-    statuses: dict[str, dict[str, Any]], job_ids: Sequence[str], at_s: float
-) -> Estimate | None:
+def _estimate(statuses: dict[str, dict[str, Any]], job_ids: Sequence[str]) -> Estimate | None:
     """When every job has an ETA: the longest (the daemon's queue makes the last job's ETA
     cover those before it) and the measured speed; None while any ETA is still unknown."""
     etas = [_eta(statuses[job_id]) if job_id in statuses else None for job_id in job_ids]
@@ -218,7 +216,7 @@ def _estimate(
         for status in statuses.values()
         if isinstance(status.get("steps_per_s"), (int, float)) and status["steps_per_s"] > 0
     ]
-    return Estimate(max(etas), min(rates) if rates else None, at_s)
+    return Estimate(max(etas), min(rates) if rates else None)
 
 
 def _failure_message(status: dict[str, Any]) -> str:
@@ -228,4 +226,4 @@ def _failure_message(status: dict[str, Any]) -> str:
     return f"The daemon's sketch job {status['state']}: {message}{code}"
 
 
-__all__ = ["JobOutcome", "WaitOptions", "format_duration", "run_jobs"]
+__all__ = ["JobOutcome", "WaitOptions", "run_jobs"]

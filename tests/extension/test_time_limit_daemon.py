@@ -5,13 +5,11 @@ sketch without running it again."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 
 import pytest
 from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
-from serve_daemon import missing_python, serve
+from serve_daemon import get_json, missing_python, serve
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
 ITERATIONS = 300  # far more than fit in the wait below, a minute or so to the end
@@ -30,9 +28,7 @@ def daemon(tmp_path_factory):
 
 def jobs(url: str) -> list[dict]:
     """The daemon's jobs, read as the web page does (without keeping them alive)."""
-    request = urllib.request.Request(f"{url}/v1/jobs", headers={"X-Clipasso-Viewer": "1"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["jobs"]
+    return get_json(f"{url}/v1/jobs", headers={"X-Clipasso-Viewer": "1"})["jobs"]
 
 
 def sketch(document, url: str):

@@ -26,6 +26,8 @@ DEFAULT_HEADER_TIMEOUT_S = 15.0
 DEFAULT_BODY_TIMEOUT_S = 120.0
 #: concurrent connections; the daemon also stays below its open-file limit (RLIMIT_NOFILE)
 DEFAULT_MAX_CONNECTIONS = 256
+#: a worker that has not stopped this long after a cancel is terminated and started again
+DEFAULT_CANCEL_GRACE_S = 5.0
 #: a running job's best strokes so far are written to disk this often, so a daemon that is
 #: killed (the out-of-memory killer, a power cut) loses at most this much of a long job
 DEFAULT_SAVE_EVERY_S = 60.0
@@ -70,7 +72,7 @@ class DaemonConfig:
     #: the Ray cluster to join (``--ray-address``); None starts a local one
     ray_address: str | None = None
     #: a worker that has not stopped this long after a cancel is terminated and restarted
-    cancel_grace_s: float = 5.0
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
     #: how often a running job's best strokes so far go to disk (0: at every snapshot)
     save_every_s: float = DEFAULT_SAVE_EVERY_S
 

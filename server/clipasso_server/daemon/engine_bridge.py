@@ -52,16 +52,22 @@ class EngineBridge:
     def device(self) -> str:
         """The workers' devices as they report them (``cuda:0,cuda:1``), or the configured
         one while none has started yet."""
+        return self.device_of(self.workers_info())
+
+    def device_of(self, workers: list[dict[str, Any]]) -> str:
+        """:attr:`device` from a :meth:`workers_info` already taken (each one reads /proc)."""
         devices: list[str] = []
-        for worker in self.workers_info():
+        for worker in workers:
             if worker.get("state") != "starting" and worker["device"] not in devices:
                 devices.append(worker["device"])
         return ",".join(devices) or self.configured_device
 
-    def models_loaded(self) -> list[str]:
-        """The models loaded by any worker, as of its last report."""
+    @staticmethod
+    def models_of(workers: list[dict[str, Any]]) -> list[str]:
+        """The models loaded by any of ``workers`` (a :meth:`workers_info`), as of its last
+        report."""
         names: list[str] = []
-        for worker in self.workers_info():
+        for worker in workers:
             for name in worker.get("models_loaded") or ():
                 if name not in names:
                     names.append(name)

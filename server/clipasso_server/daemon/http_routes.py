@@ -447,15 +447,16 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """Version, protocol, device, loaded models and queue length."""
     context = request.app[CONTEXT]
+    workers = context.engine.workers_info()
     return json_response(
         {
             "version": clipasso_server.__version__,
             "protocol": protocol.PROTOCOL_VERSION,
-            "device": context.engine.device,
-            "models_loaded": context.engine.models_loaded(),
+            "device": context.engine.device_of(workers),
+            "models_loaded": context.engine.models_of(workers),
             "queue_length": context.queue.queue_length(),
             "shutting_down": context.closing,
-            "workers": context.engine.workers_info(),
+            "workers": workers,
         }
     )
 

@@ -24,6 +24,7 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -80,9 +81,10 @@ def connection_cap(wanted: int) -> int:
 
 
 class JsonErrorHandler(RequestHandler):
-    """aiohttp's connection handler, answering its own parse errors as protocol JSON."""
+    """aiohttp's connection handler, answering its own parse errors as protocol JSON (and
+    logging them to ``flood``, the daemon's one :class:`FloodLog`, set by its site)."""
 
-    flood: FloodLog = FloodLog()
+    flood: FloodLog
 
     def handle_error(
         self,
@@ -163,7 +165,7 @@ class CountedHandler(JsonErrorHandler):
 
     released = False
 
-    def __init__(self, *args: Any, on_gone: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_gone: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_gone = on_gone
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from clipasso_server.daemon.config import DEFAULT_SAVE_EVERY_S
 from clipasso_server.daemon.job_store import JobStore, result_json
+from clipasso_server.daemon.worker_process import ProgressSink
 from clipasso_server.engine.errors import Cancelled, EngineError
 from clipasso_server.engine.types import Progress
 from inkscape_clipasso import protocol
@@ -52,9 +53,6 @@ CRASHED_ERROR = {
     "submit it again",
 }
 
-#: progress(report, snapshot): an engine progress report and, on evaluation steps, the best
-#: strokes so far as a result body (``"partial": true``), else None
-ProgressSink = Callable[[Progress, "dict[str, Any] | None"], None]
 #: runner(job, progress, should_stop) -> the protocol's result body (without "id")
 Runner = Callable[["Job", ProgressSink, Callable[[], bool]], dict[str, Any]]
 
@@ -155,8 +153,9 @@ class Job:
         """levels x seeds: what one optimisation step costs is proportional to it."""
         levels = self.settings.get("levels")
         seeds = self.settings.get("seeds")
-        n_levels = len(levels) if isinstance(levels, list) else 4
-        return n_levels * (seeds if isinstance(seeds, int) and seeds > 0 else 3)
+        defaults = protocol.SketchSettings()
+        n_levels = len(levels) if isinstance(levels, list) else len(defaults.levels)
+        return n_levels * (seeds if isinstance(seeds, int) and seeds > 0 else defaults.seeds)
 
 
 def _number(value: Any, default: Any) -> Any:

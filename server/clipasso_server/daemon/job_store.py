@@ -247,9 +247,11 @@ class JobStore:
         (with the cache entries pointing at it) and DamagedResultError raised, so it is never
         served and an identical request runs again.
         """
-        if not protocol.is_job_id(job_id):
-            return None
-        return self._checked_body(self.results_dir / f"{job_id}.json", job_id)
+        try:
+            return self._checked_body(self.results_dir, job_id)
+        except DamagedResultError:
+            self.prune_cache()
+            raise
 
     def save_partial(self, job_id: str, result: dict[str, Any]) -> None:
         """Write an unfinished job's best strokes so far (a result body marked partial)."""
@@ -257,10 +259,9 @@ class JobStore:
 
     def partial_bytes(self, job_id: str) -> bytes | None:
         """The stored best strokes so far as JSON bytes, None if there are none; checked like
-        :meth:`result_bytes` (DamagedResultError for a damaged one, which is deleted)."""
-        if not protocol.is_job_id(job_id):
-            return None
-        return self._checked_body(self.partials_dir / f"{job_id}.json", job_id)
+        :meth:`result_bytes` (DamagedResultError for a damaged one, which is deleted; no cache
+        entry ever points at an unfinished job)."""
+        return self._checked_body(self.partials_dir, job_id)
 
     def drop_partial(self, job_id: str) -> None:
         """Forget the best strokes so far (the job finished: its result replaces them)."""
@@ -268,7 +269,12 @@ class JobStore:
             with contextlib.suppress(FileNotFoundError):
                 (self.partials_dir / f"{job_id}.json").unlink()
 
-    def _checked_body(self, path: Path, job_id: str) -> bytes | None:
+    def _checked_body(self, directory: Path, job_id: str) -> bytes | None:
+        """``directory/<job_id>.json`` once parsed and checked as a result body; None when
+        there is none; a damaged one is deleted and DamagedResultError raised."""
+        if not protocol.is_job_id(job_id):
+            return None
+        path = directory / f"{job_id}.json"
         try:
             body = path.read_bytes()
         except FileNotFoundError:
@@ -283,7 +289,6 @@ class JobStore:
             log.warning("dropping the damaged result %s: %s", path, problem[:200])
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            self.prune_cache()
             raise DamagedResultError(
                 f"its stored result was damaged ({problem[:120]}) and has been deleted; "
                 "submit the job again"

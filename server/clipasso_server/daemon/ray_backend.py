@@ -13,6 +13,7 @@ message, and a new actor is created for the next one. Ray is optional: without i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import queue
@@ -23,7 +24,6 @@ from typing import Any
 from clipasso_server.daemon.worker_process import ProgressSink, SketchRunner, WorkerOptions
 from clipasso_server.daemon.workers import (
     BUSY,
-    DEFAULT_CANCEL_GRACE_S,
     IDLE,
     START_TIMEOUT_S,
     STARTING,
@@ -113,12 +113,12 @@ class RayWorker(RestartingWorker):
         self,
         name: str,
         options: WorkerOptions,
-        address: str | None = None,
-        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+        address: str | None,
+        cancel_grace_s: float,
     ) -> None:
         # Ray hands each actor its own GPU (CUDA_VISIBLE_DEVICES): inside, it is "cuda"
         gpu = options.device.startswith("cuda")
-        inside = WorkerOptions(**{**options.__dict__, "device": "cuda" if gpu else "cpu"})
+        inside = dataclasses.replace(options, device="cuda" if gpu else "cpu")
         super().__init__(name, inside, cancel_grace_s)
         self.address = address
         self._gpu = gpu

@@ -38,9 +38,6 @@ def result_body(result: Any) -> dict[str, Any]:
 
     body = result.to_json()
     body["svg"] = result_to_svg(result)
-    if getattr(result, "partial", False):
-        body["partial"] = True
-        body["step"] = int(getattr(result, "step", 0) or 0)
     return body
 
 

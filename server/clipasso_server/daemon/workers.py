@@ -38,8 +38,6 @@ from clipasso_server.engine.errors import Cancelled, EngineError
 log = logging.getLogger("clipasso.daemon")
 
 STARTING, IDLE, BUSY, STOPPED = "starting", "idle", "busy", "stopped"
-#: how long a worker has to stop after a cancel before it is terminated and started again
-DEFAULT_CANCEL_GRACE_S = 5.0
 #: how long a new worker may take to import torch and say it is ready
 START_TIMEOUT_S = 300.0
 _POLL_S = 0.05
@@ -139,14 +137,13 @@ class ProcessWorker(RestartingWorker):
         self,
         name: str,
         options: WorkerOptions,
-        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+        cancel_grace_s: float,
     ) -> None:
         super().__init__(name, options, cancel_grace_s)
         self._process: Any = None
         self._conn: Any = None
         self._oom_before: int | None = None
         self._closing = False
-        self.ready_at: float | None = None  # monotonic time the current process said ready
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -181,7 +178,6 @@ class ProcessWorker(RestartingWorker):
                         with self._lock:
                             self.last_info = dict(message[1])
                             self._state = IDLE if not self._closing else STOPPED
-                        self.ready_at = time.monotonic()
                         log.info("%s ready on %s", self.name, message[1].get("device"))
                         break
                     if message[0] == "error":  # the worker could not build its engine
@@ -357,7 +353,6 @@ class ThreadWorker:
         self.name = name
         self.models = models
         self.max_pixels = max_pixels
-        self.restarts = 0
         self._lock = threading.Lock()
         self._job_id: str | None = None
         # the store's lock is held while a model loads; health must never wait for that

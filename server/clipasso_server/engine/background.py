@@ -24,7 +24,6 @@ from clipasso_server.engine.weight_check import (  # noqa: F401 (re-exported)
     BACKGROUND_FILE,
     BACKGROUND_MODEL,
     BACKGROUND_URL,
-    background_request,
 )
 
 NUM_CLASSES = 21
@@ -92,16 +91,6 @@ def load_background_file(path: str | Path, device: torch.device | str = "cpu") -
     except Exception as exc:
         raise load_failure(exc, path, BACKGROUND_MODEL) from exc
     return BackgroundModel(network, torch.device(device), weights.file_version(path))
-
-
-def load_background_model(
-    device: torch.device | str = "cpu",
-    weights_dir: str | Path | None = None,
-    allow_download: bool = True,
-) -> BackgroundModel:
-    """Resolve the segmentation weights (dir, torch hub cache, download) and load them."""
-    found = weights.resolve(background_request(), weights_dir, allow_download)
-    return load_background_file(found.path, device)
 
 
 def whiten_background(image: Tensor, mask: Tensor) -> Tensor:

@@ -39,11 +39,8 @@ from clipasso_server.engine.model_specs import (  # noqa: F401 (re-exported)
     TEST_SALIENCY_MODEL,
     VIT,
     ModelSpec,
-    known_loss_models,
     known_models,
-    known_saliency_models,
     model_spec,
-    weight_request,
 )
 
 TEST_WEIGHTS_SEED = 20220501

@@ -40,7 +40,7 @@ from clipasso_server.engine.optimise import (
     Target,
     optimise,
 )
-from clipasso_server.engine.start import START_TEMPERATURE, photo_saliency, start_points
+from clipasso_server.engine.start import photo_saliency, start_points
 from clipasso_server.engine.types import (
     LevelResult,
     Progress,
@@ -51,7 +51,7 @@ from clipasso_server.engine.types import (
     Stroke,
 )
 
-__all__ = ["START_TEMPERATURE", "parse_color", "prepare_photo", "sketch", "start_points"]
+__all__ = ["parse_color", "prepare_photo", "sketch", "start_points"]
 
 #: at most one snapshot of the best strokes per this many seconds (they cross a process pipe)
 SNAPSHOT_EVERY_S = 1.0
@@ -111,7 +111,6 @@ class Job:
     """
 
     config: SketchConfig
-    image_size: tuple[int, int]
     placement: CanvasPlacement
     seeds: tuple[int, ...]
     models: dict[str, str]
@@ -155,8 +154,8 @@ class Job:
             levels.append(LevelResult(level, self.seeds[pick], level_losses[pick], paths))
             seed_losses[str(level)] = level_losses
         return SketchResult(
-            image_width=self.image_size[0],
-            image_height=self.image_size[1],
+            image_width=self.placement.image_width,
+            image_height=self.placement.image_height,
             levels=tuple(levels),
             settings=config.settings_json(),
             models=self.models,
@@ -270,7 +269,6 @@ def sketch(
     job = Job(
         config=config,
         # the photo's own size, also when ``image`` is a reduced working copy of it
-        image_size=(placement.image_width, placement.image_height),
         placement=placement,
         seeds=seeds,
         models={
