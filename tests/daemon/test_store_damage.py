@@ -279,10 +279,30 @@ def test_every_component_changes_the_cache_key(test_weights_dir, monkeypatch):
 
 
 def test_crash_messages_for_clients_carry_no_server_paths():
-    from clipasso_server.daemon.job_queue import without_paths
+    from clipasso_server.engine.errors import without_paths
 
     disk = OSError(errno.ENOSPC, "No space left on device", "/home/me/.local/state/x.json")
     assert without_paths(disk) == "No space left on device"
     text = without_paths(RuntimeError("cannot open /home/me/.cache/clip/RN101.pt: bad magic"))
     assert "/home" not in text and "bad magic" in text
     assert without_paths(ValueError("ratio 1/2 of a/b")) == "ratio 1/2 of a/b"
+
+
+def test_a_crash_in_a_worker_process_reaches_clients_without_server_paths(
+    monkeypatch, test_weights_dir
+):
+    from clipasso_server.daemon import worker_process
+
+    options = worker_process.WorkerOptions(
+        device="cpu", weights_dir=str(test_weights_dir), allow_download=False
+    )
+    runner = worker_process.SketchRunner(options)  # what each worker process runs jobs with
+
+    def crash(*args):
+        raise RuntimeError("cannot open /home/me/.cache/clip/RN101.pt: bad magic")
+
+    monkeypatch.setattr(worker_process, "run_sketch", crash)
+    kind, (code, message, _) = runner.run(b"", {}, lambda *_: None, lambda: False)
+    assert (kind, code) == ("error", "internal")
+    assert message.startswith("internal error (RuntimeError: cannot open ")
+    assert "/home" not in message and "bad magic" in message

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import re
 import threading
 import time
 import traceback
@@ -35,7 +34,7 @@ from typing import Any
 from clipasso_server.daemon.config import DEFAULT_SAVE_EVERY_S
 from clipasso_server.daemon.job_store import JobStore, result_json
 from clipasso_server.daemon.worker_process import ProgressSink
-from clipasso_server.engine.errors import Cancelled, EngineError
+from clipasso_server.engine.errors import Cancelled, EngineError, internal_error_message
 from clipasso_server.engine.types import Progress
 from inkscape_clipasso import protocol
 
@@ -493,7 +492,7 @@ class JobQueue:
         except Exception as exc:
             # The daemon's own fault: the traceback goes to the log, never to the client.
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc().rstrip())
-            message = f"internal error ({type(exc).__name__}: {without_paths(exc)})"[:500]
+            message = internal_error_message(exc)
             state, error = protocol.FAILED, {"error": "internal", "message": message}
             outcome = f"failed: {message}"
         with self._lock:
@@ -697,16 +696,6 @@ def _capped(job: Job, seconds: float, now: float | None) -> float:
         return seconds
     spent = job.elapsed_s(now) if now is not None else 0.0
     return min(seconds, max(0.0, budget - spent))
-
-
-_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])*[^\s'",:;)]*""")
-
-
-def without_paths(exc: BaseException) -> str:
-    """An exception's text for clients: the server's file paths are not theirs to see."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return _PATH.sub("<path>", str(exc))
 
 
 #: how many of its own steps a running job needs before its own step time counts as much as

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from clipasso_server.engine.errors import Cancelled, EngineError
+from clipasso_server.engine.errors import Cancelled, EngineError, internal_error_message
 from clipasso_server.engine.types import Progress
 
 log = logging.getLogger("clipasso.daemon")
@@ -174,8 +174,7 @@ class SketchRunner:
             return "error", (exc.code, exc.message, self.info())
         except Exception as exc:
             log.error("the job crashed in the worker:\n%s", traceback.format_exc().rstrip())
-            message = f"internal error ({type(exc).__name__}: {exc})"[:500]
-            return "error", ("internal", message, self.info())
+            return "error", ("internal", internal_error_message(exc), self.info())
 
 
 def _exit_with_parent(every_s: float = 0.5) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+#: a file path (POSIX or Windows) inside an exception's text
+_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])*[^\s'",:;)]*""")
+
 
 class EngineError(Exception):
     """A problem with the input, the settings or the set-up, explained in ``message``.
@@ -99,3 +104,16 @@ class Cancelled(Exception):  # noqa: N818 (a signal, not an error)
         super().__init__(message)
         self.message = message
         self.snapshot = snapshot
+
+
+def without_paths(exc: BaseException) -> str:
+    """An exception's text for clients: the server's file paths are not theirs to see."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _PATH.sub("<path>", str(exc))
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """What a client is told of a crash that is the daemon's fault (the traceback goes to the
+    log): the exception's kind and text, without server paths, at most 500 characters."""
+    return f"internal error ({type(exc).__name__}: {without_paths(exc)})"[:500]
