@@ -158,3 +158,21 @@ def test_the_gpu_check_says_there_is_no_cuda_and_exits_0(tmp_path):
     assert done.returncode == 0, done
     assert "no CUDA device here" in done.stdout
     assert (tmp_path / "out" / "summary.json").read_text().strip() == '{"cuda": false}'
+
+
+def test_a_closed_worker_refuses_a_job_instead_of_restarting(test_weights_dir):
+    from types import SimpleNamespace
+
+    from clipasso_server.daemon.worker_process import WorkerOptions
+    from clipasso_server.daemon.workers import ProcessWorker, WorkerError
+
+    options = WorkerOptions(device="cpu", weights_dir=str(test_weights_dir), allow_download=False)
+    worker = ProcessWorker("worker-0", options, cancel_grace_s=5.0)
+    worker.start()
+    assert worker.wait_ready(120)
+    worker.close()
+    job = SimpleNamespace(id="0" * 32, image=b"not run", settings={})
+    with pytest.raises(WorkerError) as refused:  # once retried itself until RecursionError
+        worker.run(job, lambda *_: None, lambda: False)
+    assert refused.value.code == "shutting_down"
+    assert worker.info()["state"] == "stopped" and worker.restarts == 0

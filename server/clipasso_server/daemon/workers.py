@@ -235,6 +235,12 @@ class ProcessWorker(RestartingWorker):
         """Run ``job`` on this worker's process; the result body."""
         if job.image is None:
             raise EngineError("the job's image is gone")
+        with self._lock:
+            closing = self._closing
+        if closing:  # a closed worker starts no process again (and run() must not retry)
+            raise WorkerError(
+                f"{self.name} has stopped: the daemon is shutting down", "shutting_down"
+            )
         self._ready.wait()
         with self._lock:
             if self._start_error is not None and not self._closing:
