@@ -25,10 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon import _call, _png, start_daemon, wait_workers_ready
+from gpu_summary import TARGET_JOB_S
 from memory import MODELS, write_random_weights
 from report import write_report
-
-TARGET_JOB_S = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:

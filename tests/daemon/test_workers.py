@@ -160,6 +160,29 @@ def test_the_gpu_check_says_there_is_no_cuda_and_exits_0(tmp_path):
     assert (tmp_path / "out" / "summary.json").read_text().strip() == '{"cuda": false}'
 
 
+def test_the_gpu_summary_judges_the_full_size_step_not_the_tiny_one(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from daemon_helpers import ROOT
+
+    rows = [  # bench/step.py --device cuda: the tiny model's row comes first
+        {"model": "test-tiny-rn", "device": "cuda", "step_ms": 3.1},
+        {"model": "RN101-random", "device": "cuda", "step_ms": 22.5},
+    ]
+    (tmp_path / "step.json").write_text(json.dumps({"rows": rows}))  # no job.json: it failed
+    env = dict(os.environ, OUT=str(tmp_path), TOTAL="10", STATUSES="step=0\njob=1", DEVICE_OPTS="")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_summary.py")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["default_step_ms"] == 22.5 and summary["step_ok"] is False
+    assert summary["exit_status"] == {"step": "0", "job": "1"} and summary["job_ok"] is False
+
+
 def test_a_closed_worker_refuses_a_job_instead_of_restarting(test_weights_dir):
     from types import SimpleNamespace
 
