@@ -364,9 +364,7 @@ async def job_status(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     """Every job's status body, newest first: ``{"jobs": [...]}`` (the web page's list).
     Not a sign that a client still waits for any of them (no touch)."""
-    queue = request.app[CONTEXT].queue
-    jobs = [queue.status(job_id) for job_id in queue.list_ids()]
-    return json_response({"jobs": [job for job in jobs if job is not None]})
+    return json_response({"jobs": request.app[CONTEXT].queue.statuses()})
 
 
 async def job_result(request: web.Request) -> web.Response:

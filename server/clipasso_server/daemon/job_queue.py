@@ -330,43 +330,45 @@ class JobQueue:
         """The protocol's status body of a job, or None for an unknown id."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None:
-                return None
+            return None if job is None else self._status_locked(job, time.time())
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every known job's status body, newest first, under one hold of the lock (the web
+        page lists them every second)."""
+        with self._lock:
+            jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
             now = time.time()
-            return {
-                "id": job.id,
-                "state": job.state,
-                "queue_position": self._position_locked(job),
-                "step": job.step,
-                "total": job.total,
-                "best_loss": dict(job.best_loss),
-                "elapsed_s": round(job.elapsed_s(now), 3),
-                "eta_s": self._eta_locked(job),
-                "error": dict(job.error) if job.error else None,
-                "name": job.name,
-                "reason": job.reason,
-                # a running job asked to stop that has not reached its next step yet
-                "cancelling": job.state == protocol.RUNNING and job.cancel_reason is not None,
-                "created_at": job.created_at,
-                "started_at": job.started_at,
-                "finished_at": job.finished_at,
-                "step_time_s": job.step_time_s,
-                "steps_per_s": (round(1.0 / job.step_time_s, 4) if job.step_time_s else None),
-                "detached": job.detached,
-                "warning": self._warning_locked(job),
-            }
+            return [self._status_locked(job, now) for job in jobs]
+
+    def _status_locked(self, job: Job, now: float) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "state": job.state,
+            "queue_position": self._position_locked(job),
+            "step": job.step,
+            "total": job.total,
+            "best_loss": dict(job.best_loss),
+            "elapsed_s": round(job.elapsed_s(now), 3),
+            "eta_s": self._eta_locked(job),
+            "error": dict(job.error) if job.error else None,
+            "name": job.name,
+            "reason": job.reason,
+            # a running job asked to stop that has not reached its next step yet
+            "cancelling": job.state == protocol.RUNNING and job.cancel_reason is not None,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "step_time_s": job.step_time_s,
+            "steps_per_s": (round(1.0 / job.step_time_s, 4) if job.step_time_s else None),
+            "detached": job.detached,
+            "warning": self._warning_locked(job),
+        }
 
     def partial(self, job_id: str) -> dict[str, Any] | None:
         """The latest best-so-far result body of a job still in memory, or None."""
         with self._lock:
             job = self._jobs.get(job_id)
             return None if job is None or job.snapshot is None else job.snapshot
-
-    def list_ids(self) -> list[str]:
-        """Every known job's id, newest first."""
-        with self._lock:
-            jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
-            return [job.id for job in jobs]
 
     def cancel(self, job_id: str, reason: str) -> bool:
         """Cancel a queued job now, or ask the running one to stop; False for unknown ids.
