@@ -29,7 +29,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon import _call, _png, start_daemon, wait_workers_ready, weights_dir  # bench/daemon.py
+from daemon import (  # bench/daemon.py
+    _call,
+    _png,
+    add_daemon_options,
+    job_settings,
+    start_daemon,
+    wait_workers_ready,
+    weights_dir,
+)
 from report import write_report
 
 TARGET_ETA_ERROR_PCT = 15.0
@@ -98,20 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=60.0)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--after", type=int, default=20)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--levels", default="4,8,16,32")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--clip-weights", type=Path, default=None)
-    parser.add_argument("--loss-model", default="test-tiny-rn")
-    parser.add_argument("--saliency-model", default="test-tiny-vit")
+    add_daemon_options(parser, device="cpu", levels="4,8,16,32", seeds=3)
     parser.add_argument("--out", default="bench/results/budget.json")
     args = parser.parse_args(argv)
-    settings = {
-        "levels": [int(v) for v in args.levels.split(",")],
-        "seeds": args.seeds,
-        "loss_model": args.loss_model,
-        "saliency_model": args.saliency_model,
-    }
+    settings = job_settings(args)
     with tempfile.TemporaryDirectory(prefix="clipasso-bench-") as temp:
         weights = weights_dir(args, temp)
         process, base = start_daemon(args, weights, Path(temp) / "state")

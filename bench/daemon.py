@@ -207,6 +207,30 @@ def weights_dir(args: argparse.Namespace, temp: str) -> Path:
     return weights
 
 
+def add_daemon_options(
+    parser: argparse.ArgumentParser, *, device: str, levels: str, seeds: int
+) -> None:
+    """The options of every bench that runs a daemon: what :func:`weights_dir`,
+    :func:`start_daemon` and :func:`job_settings` read."""
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--levels", default=levels)
+    parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument("--clip-weights", type=Path, default=None)
+    parser.add_argument("--loss-model", default="test-tiny-rn")
+    parser.add_argument("--saliency-model", default="test-tiny-vit")
+
+
+def job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """A job's settings from :func:`add_daemon_options`' options, plus ``extra``."""
+    return {
+        "levels": [int(v) for v in args.levels.split(",")],
+        "seeds": args.seeds,
+        **extra,
+        "loss_model": args.loss_model,
+        "saliency_model": args.saliency_model,
+    }
+
+
 def start_daemon(
     args: argparse.Namespace,
     weights: Path,
@@ -409,15 +433,10 @@ def _run_together(base: str, settings: dict, tag: str) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="auto")
+    add_daemon_options(parser, device="auto", levels="4,8,16,32", seeds=3)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--levels", default="4,8,16,32")
-    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--poll-rate", type=float, default=50.0)
-    parser.add_argument("--clip-weights", type=Path, default=None)
-    parser.add_argument("--loss-model", default="test-tiny-rn")
-    parser.add_argument("--saliency-model", default="test-tiny-vit")
     parser.add_argument("--out", default="bench/results/daemon.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
     parser.add_argument(
@@ -437,13 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.levels, args.seeds, args.iterations, args.repeats = "2,4", 1, 20, 1
 
-    settings = {
-        "levels": [int(v) for v in args.levels.split(",")],
-        "seeds": args.seeds,
-        "iterations": args.iterations,
-        "loss_model": args.loss_model,
-        "saliency_model": args.saliency_model,
-    }
+    settings = job_settings(args, iterations=args.iterations)
     report: dict[str, Any] = {
         "benchmark": "daemon",
         "python": platform.python_version(),

@@ -39,7 +39,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon import _call, _png, _process_cpu_s, start_daemon, weights_dir  # bench/daemon.py
+from daemon import (  # bench/daemon.py
+    _call,
+    _png,
+    _process_cpu_s,
+    add_daemon_options,
+    job_settings,
+    start_daemon,
+    weights_dir,
+)
 from report import write_report
 
 PAGE_FILES = ("/", "/web/app.js", "/web/style.css", "/web/icon.svg")
@@ -116,12 +124,7 @@ WATCH_PREVIEWS = """() => {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--levels", default="4,8")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--clip-weights", type=Path, default=None)
-    parser.add_argument("--loss-model", default="test-tiny-rn")
-    parser.add_argument("--saliency-model", default="test-tiny-vit")
+    add_daemon_options(parser, device="cpu", levels="4,8", seeds=1)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--out", default="bench/results/web_viewer.json")
     args = parser.parse_args(argv)
@@ -133,13 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         process, base = start_daemon(args, weights, Path(temp) / "state")
         try:
             _, health = _call(f"{base}/v1/health")
-            settings = {
-                "levels": [int(v) for v in args.levels.split(",")],
-                "seeds": args.seeds,
-                "iterations": 20000,  # runs until the daemon stops
-                "loss_model": args.loss_model,
-                "saliency_model": args.saliency_model,
-            }
+            settings = job_settings(args, iterations=20000)  # runs until the daemon stops
             body = {
                 "image": base64.b64encode(_png("viewer")).decode(),
                 "settings": settings,

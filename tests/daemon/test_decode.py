@@ -11,22 +11,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon_helpers import assert_error, job_body
+from daemon_helpers import assert_error, job_body, png_bytes
 from PIL import Image, ImageDraw
 
 from clipasso_server.engine import image_decode
 from clipasso_server.engine.image_input import image_to_canvas
 from inkscape_clipasso import protocol
-
-
-def big_png(size: tuple[int, int], shade: int = 30) -> bytes:
-    """A PNG of ``size`` pixels that compresses to a few hundred KB at most."""
-    image = Image.new("RGB", size, "white")
-    w, h = size
-    ImageDraw.Draw(image).ellipse((w // 5, h // 5, w * 4 // 5, h * 4 // 5), fill=(shade,) * 3)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
 
 
 def rotated_jpeg(size: tuple[int, int]) -> bytes:
@@ -41,7 +31,7 @@ def rotated_jpeg(size: tuple[int, int]) -> bytes:
 
 
 def test_a_big_png_is_decoded_to_a_working_copy_that_knows_its_size():
-    data = big_png((6000, 4000))
+    data = png_bytes((6000, 4000), shade=30)
     assert len(data) < 500_000
     image = image_decode.decode_image(data)
     assert image_decode.WORKING_SIZE <= max(image.size) < 2 * image_decode.WORKING_SIZE
@@ -64,7 +54,7 @@ def test_a_jpeg_is_decoded_at_a_reduced_scale_and_turned():
 
 
 def test_a_truncated_big_png_is_still_caught():
-    data = big_png((3000, 3000))
+    data = png_bytes((3000, 3000), shade=30)
     try:
         image_decode.decode_image(data[: len(data) // 2])
     except image_decode.BadImageError as exc:
@@ -96,7 +86,7 @@ def test_the_pixel_budget_bounds_what_is_decoded_at_once():
 
 def test_a_huge_photo_is_sketched_and_reported_at_its_own_size(shared_daemon):
     client, _ = shared_daemon
-    data = big_png((5000, 3000))
+    data = png_bytes((5000, 3000), shade=30)
     status, body = client.post_json("/v1/jobs", job_body(data, iterations=2, levels=[2]))
     assert status == 202, body
     assert client.wait(body["id"])["state"] == protocol.DONE
@@ -110,7 +100,7 @@ def test_a_huge_photo_is_sketched_and_reported_at_its_own_size(shared_daemon):
 def test_status_reads_are_answered_during_a_flood_of_big_images(start_daemon):
     client, _ = start_daemon(max_queue=32)
     first = client.submit(iterations=1, levels=[2], seed=71)
-    images = [big_png((4000, 4000), shade=10 + i) for i in range(6)]
+    images = [png_bytes((4000, 4000), shade=10 + i) for i in range(6)]
     polls: list[int] = []
     done = threading.Event()
 
