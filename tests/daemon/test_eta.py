@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clipasso_server.daemon.job_queue import PRIOR_WEIGHT_STEPS, Job, _expected_step_s
+from clipasso_server.daemon.estimates import PRIOR_WEIGHT_STEPS, expected_step_s
+from clipasso_server.daemon.job import Job
 
 
 def running(step: int, own: float | None, prior: float | None) -> Job:
@@ -14,16 +15,16 @@ def running(step: int, own: float | None, prior: float | None) -> Job:
 
 
 def test_without_an_earlier_job_the_own_step_time_is_used():
-    assert _expected_step_s(running(20, 0.4, None)) == 0.4
+    assert expected_step_s(running(20, 0.4, None)) == 0.4
 
 
 def test_before_its_own_is_measured_the_earlier_jobs_cost_is_used():
-    assert _expected_step_s(running(0, None, 0.5)) == 0.5
+    assert expected_step_s(running(0, None, 0.5)) == 0.5
 
 
 def test_the_earlier_cost_weighs_most_early_and_less_as_steps_add_up():
-    early = _expected_step_s(running(20, 0.4, 0.6))
-    late = _expected_step_s(running(2000, 0.4, 0.6))
+    early = expected_step_s(running(20, 0.4, 0.6))
+    late = expected_step_s(running(2000, 0.4, 0.6))
     own_weight = 20 / (20 + PRIOR_WEIGHT_STEPS)
     assert early == pytest.approx(0.4 * own_weight + 0.6 * (1 - own_weight))
     assert 0.4 < late < early < 0.6

@@ -179,9 +179,9 @@ def test_nan_is_never_served(start_daemon):
     client, daemon = start_daemon()
     job_id = client.submit(iterations=2, levels=[2], seed=54)["id"]
     client.wait(job_id)
-    with daemon.queue._lock:  # what a diverged run once left there
-        daemon.queue._jobs[job_id].best_loss = {"2": math.nan}
-        daemon.queue._jobs[job_id].step_time_s = math.inf
+    with daemon.queue.table.lock:  # what a diverged run once left there
+        daemon.queue.table.jobs[job_id].best_loss = {"2": math.nan}
+        daemon.queue.table.jobs[job_id].step_time_s = math.inf
     with urllib.request.urlopen(f"{client.url}/v1/jobs/{job_id}", timeout=30) as response:
         status = _strict(response.read())
     assert status["step_time_s"] is None and status["best_loss"]["2"] is None

@@ -21,8 +21,7 @@ import threading
 import time
 from typing import Any
 
-from clipasso_server.daemon.worker_process import ProgressSink, SketchRunner, WorkerOptions
-from clipasso_server.daemon.workers import (
+from clipasso_server.daemon.worker_base import (
     BUSY,
     IDLE,
     START_TIMEOUT_S,
@@ -33,6 +32,7 @@ from clipasso_server.daemon.workers import (
     cancelled_with,
     settle,
 )
+from clipasso_server.daemon.worker_process import ProgressSink, SketchRunner, WorkerOptions
 from clipasso_server.engine.errors import EngineError
 
 log = logging.getLogger("clipasso.daemon")

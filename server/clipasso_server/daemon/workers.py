@@ -8,9 +8,12 @@ worker's job with a message saying what happened, the worker is started again, a
 else carries on. A :class:`ThreadWorker` runs the engine in the daemon's own process on a
 given ModelStore (the tests share one so the tiny models load once per session).
 
-Every worker is a runner for :class:`~clipasso_server.daemon.job_queue.JobQueue`:
+Every worker is a runner for :mod:`~clipasso_server.daemon.dispatch`:
 ``worker.run(job, progress, should_stop)`` returns the result body or raises ``Cancelled`` /
-``EngineError``, like the engine itself.
+``EngineError``, like the engine itself. What the worker kinds share (states, errors, the
+messages about a running job) is in :mod:`~clipasso_server.daemon.worker_base`, which Ray's
+workers (:mod:`~clipasso_server.daemon.ray_backend`) use too; only :func:`make_workers` imports
+that module, when ``--backend ray`` asks for it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ import threading
 import time
 from typing import Any
 
+from clipasso_server.daemon.worker_base import (
+    BUSY,
+    IDLE,
+    START_TIMEOUT_S,
+    STARTING,
+    STOPPED,
+    RestartingWorker,
+    WorkerError,
+    cancelled_with,
+    settle,
+)
 from clipasso_server.daemon.worker_process import (
     ProgressSink,
     WorkerOptions,
@@ -37,27 +51,8 @@ from clipasso_server.engine.errors import Cancelled, EngineError
 
 log = logging.getLogger("clipasso.daemon")
 
-STARTING, IDLE, BUSY, STOPPED = "starting", "idle", "busy", "stopped"
-#: how long a new worker may take to import torch and say it is ready
-START_TIMEOUT_S = 300.0
 _POLL_S = 0.05
 _CGROUP_EVENTS = "/sys/fs/cgroup/memory.events"
-
-
-class WorkerError(EngineError):
-    """The worker died or could not start; ``code`` is ``insufficient_memory`` when the
-    evidence says it ran out of memory, else ``internal``."""
-
-    def __init__(self, message: str, code: str = "internal") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def cancelled_with(snapshot: dict[str, Any] | None) -> Cancelled:
-    """A Cancelled carrying the best strokes so far (a result body) for the queue to keep."""
-    exc = Cancelled()
-    exc.snapshot_body = snapshot  # type: ignore[attr-defined]
-    return exc
 
 
 def oom_kills() -> int | None:
@@ -100,34 +95,6 @@ def describe_death(exitcode: int | None, oom_before: int | None) -> tuple[str, s
     return "it was killed by SIGKILL, probably out of memory (the OOM killer sends it)", (
         "insufficient_memory"
     )
-
-
-class RestartingWorker:
-    """What a worker whose engine lives elsewhere (a process, a Ray actor) keeps track of: its
-    state, the job it runs, whether its engine said ready, how often it was started again, and
-    the engine's last report (device, memory, models)."""
-
-    def __init__(self, name: str, options: WorkerOptions, cancel_grace_s: float) -> None:
-        self.name = name
-        self.options = options
-        self.cancel_grace_s = cancel_grace_s
-        self.restarts = 0
-        self.last_info: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._state = STARTING
-        self._job_id: str | None = None
-        self._ready = threading.Event()
-        self._start_error: WorkerError | None = None
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until the engine said ready (or failed to start); whether it is ready."""
-        return self._ready.wait(timeout) and self._start_error is None
-
-    def _job_ended(self) -> None:
-        with self._lock:
-            if self._state == BUSY:
-                self._state = IDLE
-            self._job_id = None
 
 
 class ProcessWorker(RestartingWorker):
@@ -326,30 +293,6 @@ class ProcessWorker(RestartingWorker):
             "peak_bytes": last.get("peak_bytes"),
             "models_loaded": list(last.get("models_loaded") or ()),
         }
-
-
-def engine_error(code: str, message: str) -> EngineError:
-    """An EngineError with the worker's code (bad_image, missing_weights, internal...)."""
-    error = EngineError(message)
-    error.code = code
-    return error
-
-
-def settle(message: tuple[Any, ...], progress: ProgressSink) -> tuple[Any, ...] | None:
-    """Act on one message of a running job's worker (a process or a Ray actor): a progress
-    report goes to ``progress`` (None); the final one gives ``(worker info, result body,
-    error)``, where error is the Cancelled or EngineError to raise, or None when done."""
-    kind = message[0]
-    if kind == "progress":
-        progress(message[1], message[2])
-        return None
-    if kind == "done":
-        return dict(message[2]), message[1], None
-    if kind == "cancelled":
-        return dict(message[2]), None, cancelled_with(message[1])
-    if kind == "error":
-        return dict(message[3]), None, engine_error(message[1], message[2])
-    raise EngineError(f"the worker sent an unknown message {kind!r}")
 
 
 class ThreadWorker:
