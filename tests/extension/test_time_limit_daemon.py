@@ -1,19 +1,36 @@
 """The time limit against the real daemon (tiny models): at the limit the extension inserts the
 best strokes so far and leaves the job running detached; the job survives its client (the
 daemon's abandonment watchdog does not cancel it), and the next run inserts the finished
-sketch without running it again."""
+sketch without running it again.
+
+Nothing here depends on the machine's speed: the extension's wait runs on a clock that jumps
+past its deadline the moment the job has strokes to show, and the daemon's worker process is
+paused (SIGSTOP) at that moment, so the job is unfinished at the limit however fast the machine
+is; it is resumed (SIGCONT) to finish a few tiny steps. Every wait is on an event, with a limit
+that only catches a hang.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import threading
 import time
+import urllib.error
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
 from serve_daemon import get_json, missing_python, serve
 
+from inkscape_clipasso import clipasso_sketch, job_runner
+
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
-ITERATIONS = 300  # far more than fit in the wait below, a minute or so to the end
-WAIT_S = 10  # the extension's longest wait
+ITERATIONS = 20  # what is left after the pause is the test's only wait on real work
+HANG_S = 600.0  # limits that only catch a hang
+ABANDON_AFTER_S = 2
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +39,70 @@ def daemon(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     # an abandoned (unpolled) job is cancelled after 2 s: a detached one must not be
-    with serve(tmp_path_factory.mktemp("daemon"), "--abandon-after=2") as url:
+    with serve(tmp_path_factory.mktemp("daemon"), f"--abandon-after={ABANDON_AFTER_S}") as url:
         yield url
 
 
 def jobs(url: str) -> list[dict]:
     """The daemon's jobs, read as the web page does (without keeping them alive)."""
     return get_json(f"{url}/v1/jobs", headers={"X-Clipasso-Viewer": "1"})["jobs"]
+
+
+def worker_pid(url: str) -> int:
+    (worker,) = get_json(f"{url}/v1/health")["workers"]
+    assert worker["backend"] == "process", worker
+    return int(worker["pid"])
+
+
+def has_strokes(url: str, job_id: str) -> bool:
+    """Whether the daemon has best-so-far strokes of the job (without keeping it alive)."""
+    try:
+        get_json(f"{url}/v1/jobs/{job_id}/result?partial=1", headers={"X-Clipasso-Viewer": "1"})
+    except urllib.error.HTTPError as exc:
+        if exc.code == 409:  # not_ready
+            return False
+        raise
+    return True
+
+
+@contextmanager
+def paused_at_first_strokes(url: str, monkeypatch) -> Iterator[threading.Event]:
+    """While inside: the daemon's worker is paused as soon as the running job has strokes to
+    show, and the extension's wait clock then jumps past any deadline. Yields the event set
+    at the pause; the worker is resumed on leaving."""
+    paused, done = threading.Event(), threading.Event()
+    pid = worker_pid(url)
+    failure: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            while not done.is_set():
+                running = [j for j in jobs(url) if j["state"] == "running"]
+                if running and has_strokes(url, running[0]["id"]):
+                    os.kill(pid, signal.SIGSTOP)
+                    paused.set()
+                    return
+                time.sleep(0.02)
+        except BaseException as exc:  # surfaced by the test, not lost in the thread
+            failure.append(exc)
+            paused.set()
+
+    def clock() -> float:
+        return time.monotonic() + (HANG_S * 10 if paused.is_set() else 0.0)
+
+    monkeypatch.setattr(
+        clipasso_sketch, "run_jobs", functools.partial(job_runner.run_jobs, clock=clock)
+    )
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield paused
+    finally:
+        done.set()
+        watcher.join(timeout=HANG_S)
+        monkeypatch.undo()
+        os.kill(pid, signal.SIGCONT)
+    assert not failure, failure
 
 
 def sketch(document, url: str):
@@ -42,32 +116,36 @@ def sketch(document, url: str):
         "--loss_model=test-tiny-rn",
         "--saliency_model=test-tiny-vit",
         "--time_limit=0",
-        f"--timeout={WAIT_S}",
-        "--poll_interval=0.2",
+        f"--timeout={HANG_S:.0f}",
+        "--poll_interval=0.05",
         "--on_time_limit=keep",
     )
 
 
-def test_unfinished_at_the_limit_then_finished_on_the_next_run(daemon, tmp_path):
+def test_unfinished_at_the_limit_then_finished_on_the_next_run(daemon, tmp_path, monkeypatch):
     document = tmp_path / "in.svg"
     photo = data_uri(make_png(48, 48, (120, 60, 40)))
     document.write_text(svg_doc(f'<image id="img1" width="48" height="48" xlink:href="{photo}"/>'))
 
-    first = sketch(document, daemon)
-    assert first.status == 0, first.stderr
-    assert first.stderr == ""
-    layer = by_id(first.svg, "clipasso-img1")
-    assert "unfinished (step " in layer.get(LABEL), layer.get(LABEL)
-    assert layer.get(LABEL).endswith(f" of {ITERATIONS})"), layer.get(LABEL)
-    (job,) = jobs(daemon)
-    assert job["state"] == "running" and job["detached"] is True, job
+    with paused_at_first_strokes(daemon, monkeypatch) as paused:
+        first = sketch(document, daemon)
+        assert paused.is_set(), "the extension's wait ended before the job had strokes"
+        assert first.status == 0, first.stderr
+        assert first.stderr == ""
+        layer = by_id(first.svg, "clipasso-img1")
+        assert "unfinished (step " in layer.get(LABEL), layer.get(LABEL)
+        assert layer.get(LABEL).endswith(f" of {ITERATIONS})"), layer.get(LABEL)
+        (job,) = jobs(daemon)
+        assert job["state"] == "running" and job["detached"] is True, job
+        # the subject is time passing unpolled: twice --abandon-after, and still running
+        time.sleep(2 * ABANDON_AFTER_S)
+        (job,) = jobs(daemon)
+        assert job["state"] == "running", job
 
-    time.sleep(4)  # twice --abandon-after with nobody polling: still running
-    (job,) = jobs(daemon)
-    assert job["state"] == "running", job
-    deadline = time.monotonic() + 600
-    while job["state"] == "running" and time.monotonic() < deadline:
-        time.sleep(1)
+    deadline = time.monotonic() + HANG_S
+    while job["state"] == "running":
+        assert time.monotonic() < deadline, f"the job hung: {job}"
+        time.sleep(0.2)
         (job,) = jobs(daemon)
     assert job["state"] == "done", job
 
