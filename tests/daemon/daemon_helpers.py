@@ -26,6 +26,9 @@ from typing import Any
 from inkscape_clipasso import protocol
 
 TINY_MODELS = {"loss_model": "test-tiny-rn", "saliency_model": "test-tiny-vit"}
+#: the limit of every wait on an event: long enough that it only ever catches a hang, never a
+#: slow (loaded) machine
+HANG_S = 600.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -78,7 +81,7 @@ class Client:
             self.url + path, data=body, method=method, headers=all_headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=HANG_S) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             raw = error.read()
@@ -105,7 +108,7 @@ class Client:
         assert code == 200, body
         return protocol.validate_status(body)
 
-    def wait(self, job_id: str, until=None, timeout: float = 60.0) -> dict[str, Any]:
+    def wait(self, job_id: str, until=None, timeout: float = HANG_S) -> dict[str, Any]:
         """Poll every 50 ms until ``until(status)`` (default: a final state); the last status."""
         until = until or (lambda s: s["state"] in protocol.FINAL_STATES)
         deadline = time.monotonic() + timeout
@@ -125,7 +128,7 @@ class Client:
         return self.get(f"/v1/jobs/{job_id}/result?partial=1")
 
     def wait_partial(
-        self, job_id: str, after_step: int = 0, timeout: float = 60.0
+        self, job_id: str, after_step: int = 0, timeout: float = HANG_S
     ) -> dict[str, Any]:
         """The first best-so-far snapshot past ``after_step``."""
         deadline = time.monotonic() + timeout
@@ -167,7 +170,7 @@ class DaemonThread:
         self.loop.close()
 
     def _call(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(HANG_S)
 
 
 class ServeProcess:
@@ -186,7 +189,7 @@ class ServeProcess:
         self.url = ""
         self.stderr = ""
 
-    def wait_ready(self, timeout: float = 120.0) -> str:
+    def wait_ready(self, timeout: float = HANG_S) -> str:
         """Block until the "listening on URL" line; the URL."""
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.append(self.process.stdout.readline()))
@@ -201,7 +204,7 @@ class ServeProcess:
         self.url = match.group(1)
         return self.url
 
-    def terminate(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    def terminate(self, signum: int = signal.SIGTERM, timeout: float = HANG_S) -> int:
         """Send ``signum``, wait for the exit; the exit status (stderr kept in ``self.stderr``)."""
         self.process.send_signal(signum)
         _, self.stderr = self.process.communicate(timeout=timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from daemon_helpers import assert_error, job_body
+from daemon_helpers import HANG_S, assert_error, job_body
 
 from inkscape_clipasso import protocol
 
@@ -56,7 +56,7 @@ def test_jobs_nobody_polls_are_cancelled(start_daemon, caplog):
     client.wait(running["id"], until=lambda s: s["state"] == protocol.RUNNING)
 
     # nobody polls either job now; the queue is read directly, as that asks nothing of it
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_S
     while any(
         daemon.queue.state(job["id"]) not in protocol.FINAL_STATES for job in (running, queued)
     ):
@@ -76,5 +76,5 @@ def test_jobs_nobody_polls_are_cancelled(start_daemon, caplog):
 def test_a_polled_job_is_not_abandoned(start_daemon):
     client, _ = start_daemon(abandon_after_s=1.0)
     job = client.submit(iterations=25, levels=[2], seed=6)
-    final = client.wait(job["id"], timeout=60)  # polling every 50 ms keeps it alive
+    final = client.wait(job["id"])  # polling every 50 ms keeps it alive
     assert final["state"] == protocol.DONE

@@ -8,7 +8,15 @@ import json
 import time
 
 import pytest
-from daemon_helpers import Client, DaemonThread, assert_error, job_body, png_bytes, tiny_settings
+from daemon_helpers import (
+    HANG_S,
+    Client,
+    DaemonThread,
+    assert_error,
+    job_body,
+    png_bytes,
+    tiny_settings,
+)
 
 from inkscape_clipasso import protocol
 
@@ -76,7 +84,7 @@ def test_a_detached_job_outlives_its_client_and_is_then_served_from_the_cache(st
     code, detached = client.post_json("/v1/jobs", body)
     assert code == 202, detached
     attached = client.submit(iterations=5, seed=34)  # queued behind it, never polled
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_S
     while True:  # the job list is not a client asking about a job: nobody polls either
         states = {job["id"]: job for job in _listed(client)}
         if states[detached["id"]]["state"] in protocol.FINAL_STATES:

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from daemon_helpers import ROOT, Client, assert_error, job_body
+from daemon_helpers import HANG_S, ROOT, Client, assert_error, job_body
 
 from inkscape_clipasso import protocol
 
@@ -84,7 +84,7 @@ def test_save_every_must_not_be_negative(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "clipasso_server.cli", "serve", "--save-every", "-1",
          "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True, text=True, cwd=ROOT, timeout=HANG_S,
     )  # fmt: skip
     assert done.returncode == 2
     assert "--save-every must be 0 or more" in done.stderr
@@ -94,7 +94,7 @@ def test_listening_off_loopback_without_a_token_is_refused(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "clipasso_server.cli", "serve", "--host", "0.0.0.0",
          "--port", "0", "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True, text=True, timeout=HANG_S, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from daemon_helpers import ROOT, Client, DaemonThread
+from daemon_helpers import HANG_S, ROOT, Client, DaemonThread
 
 from inkscape_clipasso import protocol
 
@@ -32,7 +32,7 @@ def ray_daemon(tmp_path_factory, test_weights_dir):
     thread = DaemonThread(config, None)
     try:
         url = thread.start()
-        assert thread.daemon.workers[0].wait_ready(180), thread.daemon.workers_info()
+        assert thread.daemon.workers[0].wait_ready(HANG_S), thread.daemon.workers_info()
         yield Client(url), thread.daemon
         thread.stop()
     finally:
@@ -42,7 +42,7 @@ def ray_daemon(tmp_path_factory, test_weights_dir):
 def test_jobs_run_on_a_ray_actor_and_cancel_stops_them(ray_daemon):
     client, _ = ray_daemon
     job = client.submit(iterations=2, seed=21)
-    assert client.wait(job["id"], timeout=120)["state"] == protocol.DONE
+    assert client.wait(job["id"])["state"] == protocol.DONE
     assert client.result(job["id"])["levels"]
     code, health = client.get("/v1/health")
     (worker,) = health["workers"]
@@ -50,22 +50,22 @@ def test_jobs_run_on_a_ray_actor_and_cancel_stops_them(ray_daemon):
     assert worker["pid"] not in (None, os.getpid()) and worker["device"] == "cpu"
 
     long = client.submit(iterations=5000, seed=22)
-    client.wait(long["id"], until=lambda s: s["step"] >= 2, timeout=120)
+    client.wait(long["id"], until=lambda s: s["step"] >= 2)
     code, _ = client.delete(f"/v1/jobs/{long['id']}")
     assert code == 200
-    assert client.wait(long["id"], timeout=30)["state"] == protocol.CANCELLED
+    assert client.wait(long["id"])["state"] == protocol.CANCELLED
 
 
 def test_a_killed_actor_fails_its_job_cleanly_and_the_next_job_runs(ray_daemon):
     client, daemon = ray_daemon
     doomed = client.submit(iterations=5000, seed=23)
-    client.wait(doomed["id"], until=lambda s: s["step"] >= 1, timeout=120)
+    client.wait(doomed["id"], until=lambda s: s["step"] >= 1)
     ray.kill(daemon.workers[0]._actor, no_restart=True)
-    status = client.wait(doomed["id"], timeout=60)
+    status = client.wait(doomed["id"])
     assert status["state"] == protocol.FAILED, status
     assert "Ray actor" in status["error"]["message"] and "died" in status["error"]["message"]
     after = client.submit(iterations=2, seed=24)
-    assert client.wait(after["id"], timeout=180)["state"] == protocol.DONE
+    assert client.wait(after["id"])["state"] == protocol.DONE
     assert daemon.workers_info()[0]["restarts"] == 1
 
 
@@ -85,7 +85,7 @@ def test_without_ray_the_backend_says_how_to_install_it(tmp_path):
         text=True,
         cwd=ROOT,
         env=env,
-        timeout=60,
+        timeout=HANG_S,
     )
     assert done.returncode == 2, done
     assert "pip install 'clipasso-inkscape[ray]'" in done.stderr, done.stderr

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
-from daemon_helpers import ROOT, Client, assert_error, job_body
+from daemon_helpers import HANG_S, ROOT, Client, assert_error, job_body
 
 from inkscape_clipasso import protocol
 
@@ -146,7 +146,7 @@ def test_a_client_leaving_mid_upload_is_one_line_in_the_log(start_daemon, caplog
             + b"{" * 1000
         )
         sock.close()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_S
         while not any("client left" in r.getMessage() for r in caplog.records):
             assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
             time.sleep(0.05)
@@ -224,7 +224,7 @@ def test_a_connection_flood_under_a_low_file_limit_loses_nothing(tmp_path, test_
             with contextlib.suppress(OSError):
                 answered_429 += sock.recv(20).startswith(b"HTTP/1.1 429")
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_S
         while True:  # the idle ones are dropped after --header-timeout; the job goes on
             try:
                 url = f"{client.url}/v1/jobs/{job['id']}"
@@ -242,7 +242,7 @@ def test_a_connection_flood_under_a_low_file_limit_loses_nothing(tmp_path, test_
             sock.close()
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=HANG_S)
     assert "Too many open files" not in stderr, stderr[-3000:]
     cap = int(stderr.split("refusing new connections: ")[1].split()[0])
     # every socket over the cap is closed before the next is accepted (asyncio's own accept

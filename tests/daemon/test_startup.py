@@ -36,7 +36,7 @@ def test_jobs_submitted_at_once_to_a_fresh_daemon_all_run(
         )
     assert [status for status, _ in answers] == [202] * 4, answers
     for _, submitted in answers:
-        final = client.wait(submitted["id"], timeout=180)
+        final = client.wait(submitted["id"])
         assert final["state"] == protocol.DONE, final
     assert process.terminate() == 0
     assert "Traceback" not in process.stderr and "internal error" not in process.stderr

@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from daemon_helpers import DaemonThread, assert_error, job_body
+from daemon_helpers import HANG_S, DaemonThread, assert_error, job_body
 
 from clipasso_server.daemon import job_store
 from inkscape_clipasso import protocol
@@ -186,7 +186,7 @@ def test_a_result_the_disk_refused_is_kept_served_and_saved_later(
     assert not (state / "results" / f"{submitted['id']}.json").exists()
 
     disk.full = set()  # space again: the periodic retry writes result and record
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_S
     while client.status(submitted["id"])["warning"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert client.status(submitted["id"])["warning"] is None

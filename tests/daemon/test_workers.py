@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from daemon_helpers import Client, assert_error, job_body
+from daemon_helpers import HANG_S, Client, assert_error, job_body
 
 from inkscape_clipasso import protocol
 
@@ -33,7 +33,7 @@ def _workers(client: Client) -> list[dict]:
     return body["workers"]
 
 
-def _wait_workers(client: Client, until, timeout: float = 120.0) -> list[dict]:
+def _wait_workers(client: Client, until, timeout: float = HANG_S) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         workers = _workers(client)
@@ -95,7 +95,7 @@ def test_a_worker_that_does_not_stop_is_terminated_and_started_again(serve):
     os.kill(worker["pid"], signal.SIGSTOP)  # it can no longer see the cancel
     code, _ = client.delete(f"/v1/jobs/{stuck['id']}")
     assert code == 200
-    assert client.wait(stuck["id"], timeout=30)["state"] == protocol.CANCELLED
+    assert client.wait(stuck["id"])["state"] == protocol.CANCELLED
     (restarted,) = _wait_workers(client, lambda w: w[0]["restarts"] == 1)
     assert restarted["pid"] != worker["pid"]
     assert not os.path.exists(f"/proc/{worker['pid']}/maps") or "libtorch" not in _maps(
@@ -153,7 +153,7 @@ def test_the_gpu_check_says_there_is_no_cuda_and_exits_0(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert done.returncode == 0, done
     assert "no CUDA device here" in done.stdout
@@ -175,7 +175,7 @@ def test_the_gpu_summary_judges_the_full_size_step_not_the_tiny_one(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), TOTAL="10", STATUSES="step=0\njob=1", DEVICE_OPTS="")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_summary.py")],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True, text=True, env=env, timeout=HANG_S,
     )  # fmt: skip
     assert done.returncode == 0, done
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -192,7 +192,7 @@ def test_a_closed_worker_refuses_a_job_instead_of_restarting(test_weights_dir):
     options = WorkerOptions(device="cpu", weights_dir=str(test_weights_dir), allow_download=False)
     worker = ProcessWorker("worker-0", options, cancel_grace_s=5.0)
     worker.start()
-    assert worker.wait_ready(120)
+    assert worker.wait_ready(HANG_S)
     worker.close()
     job = SimpleNamespace(id="0" * 32, image=b"not run", settings={})
     with pytest.raises(WorkerError) as refused:  # once retried itself until RecursionError
