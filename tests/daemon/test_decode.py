@@ -11,7 +11,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon_helpers import assert_error, job_body, png_bytes
+import pytest
+from daemon_helpers import Client, assert_error, job_body, png_bytes
 from PIL import Image, ImageDraw
 
 from clipasso_server.engine import image_decode
@@ -63,8 +64,8 @@ def test_a_truncated_big_png_is_still_caught():
         raise AssertionError("a truncated PNG was accepted")
 
 
-def test_the_pixel_budget_bounds_what_is_decoded_at_once():
-    budget = image_decode.PixelBudget(100)
+def test_the_decode_budget_bounds_what_is_decoded_at_once():
+    budget = image_decode.DecodeBudget(100)
     inside, most = 0, 0
     lock = threading.Lock()
 
@@ -137,3 +138,179 @@ def test_a_bomb_is_still_refused_before_decoding(shared_daemon):
     image.save(out, "PNG")
     status, body = client.post_json("/v1/jobs", job_body(out.getvalue()))
     assert_error(status, body, "image_too_large")
+
+
+def image_bytes(image: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def sixteen_bit_bomb(side: int = 7000, shade: int = 1000) -> bytes:
+    """A 16-bit greyscale PNG of ``side`` x ``side`` that is a few dozen KB on disk."""
+    image = Image.new("I;16", (side, side), shade)
+    ImageDraw.Draw(image).ellipse((side // 4, side // 4, side * 3 // 4, side * 3 // 4), 60000)
+    return image_bytes(image, "PNG")
+
+
+class RecordingBudget(image_decode.DecodeBudget):
+    """The real budget, remembering what each decode held."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.held: list[int] = []
+
+    def hold(self, amount: int):
+        self.held.append(amount)
+        return super().hold(amount)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "per_pixel"),
+    [
+        ("L", "PNG", 1),
+        ("RGB", "PNG", 4),  # Pillow keeps 3 bands in 4 bytes
+        ("RGBA", "PNG", 4),
+        ("I;16", "PNG", 2),
+        ("I", "TIFF", 8),  # 4 bytes a pixel, and libtiff's own strip beside it
+        ("F", "TIFF", 8),
+    ],
+)
+def test_every_decode_holds_its_bytes_from_the_budget(monkeypatch, mode, fmt, per_pixel):
+    budget = RecordingBudget(image_decode.DECODE_BUDGET_BYTES)
+    monkeypatch.setattr(image_decode, "DECODE_BUDGET", budget)
+    image = Image.new(mode, (300, 200), 7)
+    data = image_bytes(image, fmt)
+    assert Image.open(io.BytesIO(data)).mode == mode
+    decoded = image_decode.decode_image(data)
+    assert decoded.mode == "RGB" and decoded.size == (300, 200)
+    assert budget.held == [300 * 200 * per_pixel]
+
+
+def test_a_jpeg_2000_is_decoded_at_a_reduced_scale(monkeypatch):
+    budget = RecordingBudget(image_decode.DECODE_BUDGET_BYTES)
+    monkeypatch.setattr(image_decode, "DECODE_BUDGET", budget)
+    data = image_bytes(Image.new("RGB", (4100, 2050), "white"), "JPEG2000")
+    image = image_decode.decode_image(data)
+    assert image_decode.original_size(image) == (4100, 2050)
+    assert image.size == (1025, 513)  # decoded at a quarter size by OpenJPEG itself
+    # the pixels at that size and OpenJPEG's 32-bit buffers for 3 components: not full size
+    assert budget.held == [1025 * 513 * (4 + 12)]
+
+
+def test_a_decode_costing_more_than_the_budget_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(image_decode, "DECODE_BUDGET", RecordingBudget(1_000_000))
+    data = image_bytes(Image.new("I;16", (1000, 600)), "PNG")  # 1.2 MB decoded
+    with pytest.raises(image_decode.ImageTooLargeError, match="MB"):
+        image_decode.decode_image(data)
+    assert image_decode.DECODE_BUDGET.held == []  # refused before anything was decoded
+
+
+def _peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_16_bit_bomb_flood_keeps_the_http_process_small(
+    serve_process, tmp_path, test_weights_dir
+):
+    """The README's promise: the HTTP process stays under half a gigabyte whatever arrives
+    (a 97 KB 16-bit PNG once took it to 1.42 GB, a 7000 x 7000 JPEG 2000 to 966 MB)."""
+    process = serve_process(
+        [
+            "--port", "0", "--device", "cpu", "--no-download", "--max-queue", "32",
+            "--state-dir", str(tmp_path / "state"), "--clip-weights", str(test_weights_dir),
+        ]
+    )  # fmt: skip
+    client = Client(process.wait_ready())
+    bombs = [sixteen_bit_bomb(shade=1000 + i) for i in range(4)]  # not one job 4 times
+    assert all(len(bomb) < 200_000 for bomb in bombs)
+    j2k = image_bytes(Image.new("RGB", (7000, 7000), "white"), "JPEG2000")
+    images = [*bombs, j2k]
+    with ThreadPoolExecutor(len(images)) as pool:
+        answers = list(
+            pool.map(
+                lambda data: client.post_json("/v1/jobs", job_body(data, iterations=1, levels=[2])),
+                images,
+            )
+        )
+    assert [status for status, _ in answers] == [202] * len(images), answers
+    peak = _peak_rss(process.process.pid)
+    for _, body in answers:
+        client.delete(f"/v1/jobs/{body['id']}")
+    assert peak < 500 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert process.terminate() == 0
+
+
+def _damaged_avif() -> bytes:
+    """An AVIF with one byte flipped where Pillow's AVIF plugin raises RuntimeError."""
+    data = image_bytes(Image.new("RGB", (32, 32), (200, 30, 30)), "AVIF")
+    for index in range(len(data)):
+        damaged = bytearray(data)
+        damaged[index] ^= 0xFF
+        try:
+            Image.open(io.BytesIO(bytes(damaged))).load()
+        except RuntimeError:
+            return bytes(damaged)
+        except Exception:
+            continue
+    pytest.skip("no single flipped byte makes this Pillow's AVIF plugin raise RuntimeError")
+
+
+def _dds_header() -> bytes:
+    """A 128-byte DDS header with a pixel format Pillow does not implement."""
+    import struct
+
+    return (
+        b"DDS "
+        + struct.pack("<7I", 124, 0x1007, 64, 64, 0, 0, 0)
+        + bytes(44)
+        + struct.pack("<2I4s5I", 32, 4, b"XYZW", 0, 0, 0, 0, 0)
+        + struct.pack("<5I", 0x1000, 0, 0, 0, 0)
+    )
+
+
+def _jpeg() -> bytes:
+    image = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(image).ellipse((30, 30, 220, 220), fill=(20, 90, 160))
+    data = image_bytes(image, "JPEG", quality=90)
+    assert data.endswith(b"\xff\xd9")
+    return data
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_dds_header, _damaged_avif, lambda: _jpeg()[:-2], lambda: _jpeg()[:-800]],
+    ids=["dds-not-implemented", "avif-runtime-error", "jpeg-no-end-marker", "jpeg-cut-off"],
+)
+def test_every_decoder_failure_is_bad_image(shared_daemon, make):
+    client, _ = shared_daemon
+    status, body = client.post_json("/v1/jobs", job_body(make()))
+    assert_error(status, body, "bad_image")
+    assert "/" not in body["message"], body  # no server paths, no object reprs
+
+
+def test_one_rule_for_cut_off_jpegs():
+    """The end marker decides: without one after the last scan the file was cut off and is
+    refused, however much data came before it; with one it is decoded as libjpeg and image
+    viewers do (scan data that ends early shows as grey)."""
+    whole = _jpeg()
+    for cut in (2, 3, 100, 800, 3000):
+        with pytest.raises(image_decode.BadImageError, match="truncated"):
+            image_decode.decode_image(whole[:-cut])
+    ends_early = image_decode.decode_image(whole[:-800] + b"\xff\xd9")
+    assert ends_early.getpixel((128, 250)) == (128, 128, 128)
+    assert image_decode.decode_image(whole).getpixel((128, 250)) == (255, 255, 255)
+
+
+def test_the_pixel_limit_named_is_the_daemons_own(shared_daemon):
+    client, _ = shared_daemon
+    for side in (8000, 12000):  # over --max-pixels; over Pillow's own warning limit too
+        data = image_bytes(Image.new("1", (side, side)), "PNG")
+        status, body = client.post_json("/v1/jobs", job_body(data))
+        assert_error(status, body, "image_too_large")
+        assert "--max-pixels" in body["message"] and "50,000,000" in body["message"], body
+        assert "89,478,485" not in body["message"] and "DOS" not in body["message"], body

@@ -12,85 +12,104 @@ import contextlib
 import ctypes
 import io
 import threading
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
-from clipasso_server.engine.errors import BadImageError, ImageTooLargeError
+from clipasso_server.engine.errors import BadImageError, ImageTooLargeError, without_paths
 
 #: Decompression-bomb cap: 50 megapixels is more than any phone photo and far below what
-#: would exhaust memory (a 50 MP RGB image is 150 MB decoded).
+#: would exhaust memory (a 50 MP RGB image is 200 MB decoded: Pillow keeps 4 bytes a pixel).
 DEFAULT_MAX_PIXELS = 50_000_000
+#: what the decoders of one process may hold at once, in bytes: one decode never needs more
+#: (a 50 MP photo in any 8-bit, 16-bit or float mode fits), and the daemon's HTTP process
+#: stays well under half a gigabyte however many images arrive together
+DECODE_BUDGET_BYTES = 256 * 1024 * 1024
 #: the longest side the engine's working copy keeps: the canvas is 224 px, and a few times that
 #: keeps the Lanczos resize to the canvas as sharp as from the full photo
 WORKING_SIZE = 1024
 ORIGINAL_SIZE = "clipasso_original_size"
-#: modes whose pixels can be averaged as they are (not palette indices, not straight alpha)
-_REDUCE_BEFORE_CONVERTING = frozenset({"L", "RGB", "CMYK", "YCbCr", "I", "F"})
+#: pixels converted at a time: the full-size image is never copied whole
+STRIP_PIXELS = 1_000_000
+#: JPEG 2000 decodes at 1/2**n of its size; OpenJPEG's default is 6 resolution levels
+_J2K_MAX_REDUCE = 5
+_EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the turn that shows the photo as the user sees it
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: the limit's name in messages from the daemon and its workers
+MAX_PIXELS_OPTION = "clipasso serve --max-pixels"
+
+# This module's own checks (max_pixels before decoding, the byte cost below) replace Pillow's
+# decompression-bomb limit, whose messages name a limit the user cannot change.
+Image.MAX_IMAGE_PIXELS = None
 
 
-def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
+def _check_size(width: int, height: int, max_pixels: int, what: str, option: str) -> None:
     if width <= 0 or height <= 0:
         raise BadImageError(f"{what} has no pixels ({width} x {height})")
     if width * height > max_pixels:
+        named = f" ({option})" if option else ""
         raise ImageTooLargeError(
             f"{what} is {width} x {height} = {width * height:,} pixels, more than the "
-            f"limit of {max_pixels:,}; scale it down first"
+            f"limit of {max_pixels:,}{named}; scale it down first"
         )
 
 
-def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float greyscale -> 8-bit "L".
-
-    ``I;16*`` modes are 16-bit by definition. Mode ``I`` does not say how many bits were used,
-    so its values decide: up to 255 is 8-bit data, up to 65535 16-bit, beyond that the image is
-    stretched to its own maximum. Float images are taken as 0..1 when they fit, else 0..255.
-    """
-    array = np.asarray(image, dtype=np.float64)
-    top = float(array.max(initial=0.0))
-    if image.mode == "F":
-        full = 1.0 if top <= 1.0 else 255.0
-    elif image.mode.startswith("I;16") or 255 < top <= 65535:
-        full = 65535.0
-    else:
-        full = max(top, 255.0)
-    array = np.clip(array / full * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(array, "L")
+def bytes_per_pixel(mode: str) -> int:
+    """What Pillow stores per pixel of ``mode``: every multi-band mode takes 4 bytes (RGB
+    too), a single band its sample size (2 for ``I;16``, 4 for ``I`` and ``F``)."""
+    try:
+        described = ImageMode.getmode(mode)
+    except KeyError:
+        return 8  # a mode this Pillow does not know: assume the worst it has
+    if len(described.bands) > 1:
+        return 4
+    digits = described.typestr[2:]
+    return int(digits) if digits.isdigit() else 4
 
 
-def _to_rgb_over_white(image: Image.Image) -> Image.Image:
-    """Any mode -> RGB, transparency composited over white."""
-    if image.mode.startswith("I") or image.mode == "F":
-        return _high_depth_to_l(image).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        image = image.convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image).convert("RGB")
-    return image.convert("RGB")
+def decode_cost(image: Image.Image, size: tuple[int, int] | None = None) -> int:
+    """The bytes decoding ``image`` (opened, not loaded) at ``size`` (default its size) holds
+    at its peak: the decoded pixels, plus what the format's decoder keeps beside them
+    (OpenJPEG holds every component as 32-bit integers; libtiff may hold a whole-image strip
+    in the file's own layout). Converting happens in strips and costs little on top."""
+    width, height = size or image.size
+    pixels = width * height
+    cost = pixels * bytes_per_pixel(image.mode)
+    if image.format == "JPEG2000":
+        cost += pixels * 4 * len(image.getbands())
+    elif image.format == "TIFF":
+        cost += pixels * bytes_per_pixel(image.mode)
+    return cost
 
 
-class PixelBudget:
-    """A bound on the pixels being decoded at once, shared by every thread of a process.
+class DecodeBudget:
+    """A bound on the bytes being decoded at once, shared by every thread of a process.
 
-    A 150 KB PNG can decode to 7000 x 7000 pixels (150 MB); a dozen submitted at once would
-    hold gigabytes. Each decode takes its pixel count from the budget and waits while the
-    budget is spent; an image larger than the whole budget waits until it has it all.
+    A 97 KB 16-bit PNG can decode to 50 megapixels; a dozen submitted at once would hold
+    gigabytes. Each decode takes its cost in bytes (:func:`decode_cost`) from the budget and
+    waits while the budget is spent; no decode may cost more than the whole budget.
     """
 
-    def __init__(self, pixels: int) -> None:
-        self.capacity = max(1, int(pixels))
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
         self._free = self.capacity
         self._ready = threading.Condition()
 
     @contextlib.contextmanager
-    def hold(self, pixels: int) -> Iterator[None]:
-        """Hold ``pixels`` of the budget (at most all of it) for the ``with`` block."""
-        wanted = min(max(1, int(pixels)), self.capacity)
+    def hold(self, amount: int) -> Iterator[None]:
+        """Hold ``amount`` of the budget (at most all of it) for the ``with`` block."""
+        wanted = min(max(1, int(amount)), self.capacity)
         with self._ready:
             self._ready.wait_for(lambda: self._free >= wanted)
             self._free -= wanted
@@ -125,8 +144,8 @@ def _find_malloc_trim():  # glibc only; elsewhere a no-op
 _MALLOC_TRIM = _find_malloc_trim()
 
 
-#: the process's decode budget: 64 MP at once, about 200-260 MB of decoded pixels
-DECODE_BUDGET = PixelBudget(64_000_000)
+#: the process's decode budget
+DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
 
 
 def _reduce_factor(size: tuple[int, int], working_size: int | None) -> int:
@@ -136,48 +155,140 @@ def _reduce_factor(size: tuple[int, int], working_size: int | None) -> int:
     return max(1, max(size) // max(1, working_size))
 
 
+def _high_depth_scale(image: Image.Image) -> float:
+    """The value that becomes white when a 16-bit, 32-bit or float image becomes 8-bit.
+
+    ``I;16*`` modes are 16-bit by definition. Mode ``I`` does not say how many bits were used,
+    so its values decide: up to 255 is 8-bit data, up to 65535 16-bit, beyond that the image is
+    stretched to its own maximum. Float images are taken as 0..1 when they fit, else 0..255.
+    Taken once from the whole image, so that every strip is scaled alike.
+    """
+    _, top = image.getextrema()
+    top = float(max(top, 0))
+    if image.mode == "F":
+        return 1.0 if top <= 1.0 else 255.0
+    if image.mode.startswith("I;16") or 255 < top <= 65535:
+        return 65535.0
+    return max(top, 255.0)
+
+
+def _high_depth_to_l(image: Image.Image, full: float) -> Image.Image:
+    """A 16-bit, 32-bit or float strip -> 8-bit "L", ``full`` (and above) as white."""
+    array = np.array(image, dtype=np.float32)  # a copy: scaled in place below
+    array *= np.float32(255.0 / full)
+    array += np.float32(0.5)
+    np.clip(array, 0, 255, out=array)
+    return Image.fromarray(array.astype(np.uint8), "L")
+
+
+def _to_rgb_over_white(image: Image.Image, full: float | None = None) -> Image.Image:
+    """Any mode -> RGB, transparency composited over white (16-bit and float data scaled by
+    ``full``, by default taken from ``image`` itself)."""
+    if image.mode.startswith("I") or image.mode == "F":
+        scale = full if full is not None else _high_depth_scale(image)
+        return _high_depth_to_l(image, scale).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def _working_copy(image: Image.Image, factor: int) -> Image.Image:
+    """The loaded ``image`` as RGB over white, averaged down by ``factor``, converted a strip
+    of rows at a time: a full-size copy in another mode (4 bytes a pixel for RGBA, 8 for the
+    float64 arrays 16-bit data once went through) is never held."""
+    width, height = image.size
+    full = _high_depth_scale(image) if image.mode.startswith("I") or image.mode == "F" else None
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)), "white")
+    rows = max(factor, STRIP_PIXELS // max(1, width) // factor * factor)
+    for top in range(0, height, rows):
+        strip = _to_rgb_over_white(image.crop((0, top, width, min(height, top + rows))), full)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return out
+
+
+def _jpeg_is_whole(data: bytes) -> bool:
+    """Whether JPEG bytes hold the end-of-image marker after their last scan.
+
+    The one rule for cut-off JPEGs: libjpeg quietly fills the missing part of a file whose
+    data ends early with grey, while Pillow refuses one that lost only its end marker; both
+    are refused. Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a
+    restart marker, so neither marker can appear there by chance.
+    """
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan >= 0 and data.rfind(b"\xff\xd9") > last_scan
+
+
+def _opened(source: io.BytesIO, what: str) -> Image.Image:
+    try:
+        return Image.open(source)
+    except UnidentifiedImageError:
+        raise BadImageError(
+            f"{what} is not an image that can be read (unknown format, or a damaged header)"
+        ) from None
+    except Exception as exc:  # every decoder failure is the file's: NotImplementedError too
+        raise BadImageError(f"{what} cannot be read: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = without_paths(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:200]
+
+
 def _open(
-    source: io.BytesIO | Path, max_pixels: int, what: str, working_size: int | None = None
+    data: bytes, max_pixels: int, what: str, working_size: int | None = None, option: str = ""
 ) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(source)
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{what} is too large: {exc}") from None
-        except Image.DecompressionBombWarning as exc:
-            raise ImageTooLargeError(f"{what} is too large: {exc}") from None
-        except UnidentifiedImageError:
-            raise BadImageError(
-                f"{what} is not an image that can be read (unknown format, or a damaged header)"
-            ) from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise BadImageError(f"{what} cannot be read: {exc}") from None
+    image = _opened(io.BytesIO(data), what)
     with image:
-        _check_size(image.width, image.height, max_pixels, what)
+        _check_size(image.width, image.height, max_pixels, what, option)
         try:
             image.seek(0)  # animated images: the first frame
             full = image.size
             factor = _reduce_factor(full, working_size)
+            decoded = full
             if factor > 1 and image.format == "JPEG":
                 # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: the full size is never held
                 image.draft(image.mode, (full[0] // factor, full[1] // factor))
-            with DECODE_BUDGET.hold(image.width * image.height):
+                decoded = image.size
+            elif factor > 1 and image.format == "JPEG2000":
+                # and JPEG 2000 at 1/2**n, which also spares OpenJPEG's own full-size buffers
+                steps = min(factor.bit_length() - 1, _J2K_MAX_REDUCE)
+                image.reduce = steps  # type: ignore[assignment,method-assign]
+                power = 1 << steps
+                decoded = tuple((side + (power >> 1)) // power for side in full)
+            cost = decode_cost(image, decoded)
+            if cost > DECODE_BUDGET.capacity:
+                raise ImageTooLargeError(
+                    f"{what} is {full[0]} x {full[1]} pixels of mode {image.mode}; decoding it "
+                    f"would take about {cost / 2**20:,.0f} MB, more than the "
+                    f"{DECODE_BUDGET.capacity / 2**20:,.0f} MB one image may use; scale it "
+                    "down or save it as 8-bit JPEG or PNG"
+                )
+            if image.format == "JPEG" and not _jpeg_is_whole(data):
+                raise BadImageError(f"{what} is truncated: the JPEG data ends before its end")
+            with DECODE_BUDGET.hold(cost):
                 image.load()
-                loaded = image.size
-                # in place: a copy would hold the full-size pixels twice
-                image = ImageOps.exif_transpose(image, in_place=True) or image
-                if image.size != loaded:  # turned a quarter: the photo's own size turns too
-                    full = (full[1], full[0])
-                factor = _reduce_factor(image.size, working_size)
-                if factor > 1 and image.mode in _REDUCE_BEFORE_CONVERTING:
-                    image = image.reduce(factor)
-                    factor = 1
-                rgb = _to_rgb_over_white(image)
-                if factor > 1:  # palettes, alpha and 16-bit: averaged once they are RGB
-                    rgb = rgb.reduce(factor)
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise BadImageError(f"{what} is truncated or corrupt ({exc})") from None
+                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+                rgb = _working_copy(image, _reduce_factor(image.size, working_size))
+        except (BadImageError, ImageTooLargeError):
+            raise
+        except MemoryError:
+            raise ImageTooLargeError(f"{what} is too large to decode in memory here") from None
+        except Exception as exc:  # Pillow's decoders raise much more than OSError
+            raise BadImageError(f"{what} is truncated or corrupt ({_reason(exc)})") from None
+    turn = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    if turn is not None:
+        rgb = rgb.transpose(turn)
+        if turn in (
+            Image.Transpose.TRANSPOSE,
+            Image.Transpose.TRANSVERSE,
+            Image.Transpose.ROTATE_90,
+            Image.Transpose.ROTATE_270,
+        ):  # turned a quarter: the photo's own size turns too
+            full = (full[1], full[0])
     rgb.info[ORIGINAL_SIZE] = full
     return rgb
 
@@ -196,17 +307,18 @@ def decode_image(
 
     With ``working_size`` (None: full size), a big photo is decoded at a whole fraction of
     its size whose longer side is still at least ``working_size`` (JPEG by decoding at that
-    scale, other formats by reducing right after the decode), and :func:`original_size`
-    still gives the photo's own size. Every pixel is decoded either way, so truncated files
-    are caught.
+    scale, JPEG 2000 at 1/2**n, other formats by averaging strips right after the decode),
+    and :func:`original_size` still gives the photo's own size. Every pixel is decoded either
+    way, so truncated files are caught.
 
-    Raises BadImageError for empty, unreadable, truncated or corrupt data and
-    ImageTooLargeError when the header claims more than ``max_pixels`` (checked before the
-    pixels are decoded).
+    Raises BadImageError for empty, unreadable, truncated or corrupt data (whatever a Pillow
+    decoder raises) and ImageTooLargeError when the header claims more than ``max_pixels``
+    or a decode that would cost more bytes than :data:`DECODE_BUDGET` holds (both checked
+    before the pixels are decoded).
     """
     if not data:
         raise BadImageError("the image is empty (0 bytes)")
-    return _open(io.BytesIO(data), max_pixels, "the image", working_size)
+    return _open(bytes(data), max_pixels, "the image", working_size, MAX_PIXELS_OPTION)
 
 
 def load_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -222,4 +334,4 @@ def load_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         raise BadImageError(f"{path} cannot be read: {exc.strerror or exc}") from None
     if not data:
         raise BadImageError(f"{path} is empty (0 bytes)")
-    return _open(io.BytesIO(data), max_pixels, str(path))
+    return _open(data, max_pixels, str(path))
