@@ -3,8 +3,13 @@ wait runs out (best strokes so far inserted and the job left running, or cancell
 
 from __future__ import annotations
 
+import functools
+import time
+
 import pytest
 from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
+
+from inkscape_clipasso import clipasso_sketch, job_runner
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
 CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
@@ -23,8 +28,27 @@ def photo_svg(tmp_path):
     return path
 
 
+#: a wait the runs below must never reach unless something hangs
+HANG_S = 600
+
+
 def methods(fake) -> list[str]:
     return [request.method for request in fake.requests]
+
+
+@pytest.fixture
+def limit_after_first_poll(monkeypatch, fake_daemon):
+    """The extension's wait clock jumps past any deadline once the daemon has answered one
+    status poll, so "the wait ran out" happens after the job exists however slow the
+    machine is, and never before."""
+
+    def clock() -> float:
+        polled = any(job["polls"] > 0 for job in fake_daemon.jobs.values())
+        return time.monotonic() + (HANG_S * 10 if polled else 0.0)
+
+    monkeypatch.setattr(
+        clipasso_sketch, "run_jobs", functools.partial(job_runner.run_jobs, clock=clock)
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,11 +81,11 @@ def test_keep_is_the_default_and_submits_detached(photo_svg, fake_daemon):
 
 
 def test_at_the_limit_the_best_so_far_is_inserted_and_the_job_left_running(
-    photo_svg, fake_daemon, tmp_path
+    photo_svg, fake_daemon, tmp_path, monkeypatch, limit_after_first_poll
 ):
     fake_daemon.polls_before_done = -1  # slower than the wait
     run = run_extension(
-        photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3", "--timeout=1"
+        photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3", f"--timeout={HANG_S}"
     )
     assert run.status == 0 and run.stderr == "", run.stderr
     assert "DELETE" not in methods(fake_daemon)  # the job goes on in the daemon
@@ -79,8 +103,9 @@ def test_at_the_limit_the_best_so_far_is_inserted_and_the_job_left_running(
     again = tmp_path / "again.svg"
     again.write_bytes(run.output)
     fake_daemon.requests.clear()
+    monkeypatch.undo()  # the real clock again
     second = run_extension(
-        again, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3", "--timeout=1"
+        again, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3", f"--timeout={HANG_S}"
     )
     assert second.status == 0, second.stderr
     assert len(fake_daemon.jobs) == 1  # no new job
@@ -90,10 +115,12 @@ def test_at_the_limit_the_best_so_far_is_inserted_and_the_job_left_running(
     assert finished.get(CLIPASSO + "stop-reason") == "iterations"
 
 
-def test_no_strokes_yet_at_the_limit_aborts_but_leaves_the_job_running(photo_svg, fake_daemon):
+def test_no_strokes_yet_at_the_limit_aborts_but_leaves_the_job_running(
+    photo_svg, fake_daemon, limit_after_first_poll
+):
     fake_daemon.polls_before_done = -1
     fake_daemon.partial_after_polls = -1
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--timeout=1")
+    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", f"--timeout={HANG_S}")
     assert run.status != 0 and run.output == b""
     assert "keeps running in the daemon" in run.stderr
     assert "run the extension again" in run.stderr
@@ -138,7 +165,6 @@ def test_cancel_in_inkscape_cancels_even_a_detached_job(photo_svg, fake_daemon):
     import os
     import subprocess
     import sys
-    import time
 
     from ext_helpers import REPO
 
@@ -159,13 +185,13 @@ def test_cancel_in_inkscape_cancels_even_a_detached_job(photo_svg, fake_daemon):
         env=dict(os.environ, DOCUMENT_PATH=str(photo_svg)),
     )
     try:
-        for _ in range(300):
-            if any(request.method == "GET" for request in fake_daemon.requests):
-                break
+        deadline = time.monotonic() + HANG_S
+        while not any(request.method == "GET" for request in fake_daemon.requests):
+            assert time.monotonic() < deadline and process.poll() is None, process.poll()
             time.sleep(0.05)
         assert fake_daemon.requests[0].body["detached"] is True
         process.stdout.close()  # what Inkscape's Cancel does
-        process.wait(timeout=30)
+        process.wait(timeout=HANG_S)
     finally:
         if process.poll() is None:
             process.kill()
@@ -174,18 +200,21 @@ def test_cancel_in_inkscape_cancels_even_a_detached_job(photo_svg, fake_daemon):
     assert process.returncode != 0
 
 
-def test_a_second_run_waits_for_the_job_the_first_left_running(photo_svg, fake_daemon, tmp_path):
+def test_a_second_run_waits_for_the_job_the_first_left_running(
+    photo_svg, fake_daemon, tmp_path, monkeypatch, limit_after_first_poll
+):
     """Before the detached job is done (so not in the cache yet), running again on the same
     photo and settings must not queue the same work a second time."""
     fake_daemon.polls_before_done = -1
-    first = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--timeout=1")
+    first = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", f"--timeout={HANG_S}")
     assert first.status == 0, first.stderr
     (job_id,) = fake_daemon.jobs
     again = tmp_path / "again.svg"
     again.write_bytes(first.output)
     fake_daemon.polls_before_done = fake_daemon.jobs[job_id]["polls"] + 1  # ends soon now
     fake_daemon.requests.clear()
-    second = run_extension(again, "--id=img1", f"--url={fake_daemon.url}", "--timeout=5")
+    monkeypatch.undo()  # the real clock again
+    second = run_extension(again, "--id=img1", f"--url={fake_daemon.url}", f"--timeout={HANG_S}")
     assert second.status == 0, second.stderr
     assert "POST" not in methods(fake_daemon)
     assert list(fake_daemon.jobs) == [job_id]
