@@ -43,7 +43,7 @@ def run_installed(target, tmp_path) -> subprocess.CompletedProcess:
         text=True,
         cwd=target,
         env=env,
-        timeout=60,
+        timeout=600,  # only catches a hang
         check=False,
     )
 

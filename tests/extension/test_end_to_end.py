@@ -66,7 +66,7 @@ def sketched(daemon, tmp_path_factory):
         [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
         check=True,
         capture_output=True,
-        timeout=60,
+        timeout=600,  # hang-only limits, like the two below
     )
     write_preferences(
         profile,
@@ -78,7 +78,7 @@ def sketched(daemon, tmp_path_factory):
             "loss_model": "test-tiny-rn",
             "saliency_model": "test-tiny-vit",
             "visible_level": "all",
-            "timeout": "240",
+            "timeout": "600",
             "poll_interval": "0.2",
             "live_view": "false",
         },
@@ -105,7 +105,7 @@ def sketched(daemon, tmp_path_factory):
         encoding="utf-8",
     )
     output = work / "out.svg"
-    done = run_inkscape(profile, document, output, ["img1", "img2"], timeout_s=300)
+    done = run_inkscape(profile, document, output, ["img1", "img2"], timeout_s=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert output.is_file(), f"Inkscape wrote nothing; stderr: {done.stderr[-2000:]}"
     return profile, output

@@ -48,7 +48,7 @@ def run_script(tmp_path, fake, browser, *args: str) -> subprocess.CompletedProce
         ],
         capture_output=True,
         env=env,
-        timeout=60,
+        timeout=600,  # only catches a hang
         check=False,
     )
 
