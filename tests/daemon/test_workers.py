@@ -199,3 +199,47 @@ def test_a_closed_worker_refuses_a_job_instead_of_restarting(test_weights_dir):
         worker.run(job, lambda *_: None, lambda: False)
     assert refused.value.code == "shutting_down"
     assert worker.info()["state"] == "stopped" and worker.restarts == 0
+
+
+def test_a_worker_killed_during_a_job_is_started_again_before_the_job_fails(test_weights_dir):
+    """The restart is part of failing the job, not left to the next job: by the time ``run``
+    raises, a new process is starting (the HTTP test above would only see a missing restart
+    as a long wait timing out)."""
+    from types import SimpleNamespace
+
+    from daemon_helpers import png_bytes, tiny_settings
+
+    from clipasso_server.daemon.worker_process import WorkerOptions
+    from clipasso_server.daemon.workers import ProcessWorker, WorkerError
+
+    options = WorkerOptions(device="cpu", weights_dir=str(test_weights_dir), allow_download=False)
+    worker = ProcessWorker("worker-0", options, cancel_grace_s=5.0)
+    worker.start()
+    try:
+        assert worker.wait_ready(300)
+        doomed_pid = worker.info()["pid"]
+        settings = protocol.parse_settings(tiny_settings(iterations=5000)).to_json()
+        job = SimpleNamespace(id="1" * 32, image=png_bytes(), settings=settings)
+        killed = []
+
+        def kill_at_the_first_step(report, snapshot) -> None:
+            if not killed:
+                os.kill(doomed_pid, signal.SIGKILL)
+                killed.append(report.step)
+
+        with pytest.raises(WorkerError) as died:
+            worker.run(job, kill_at_the_first_step, lambda: False)
+        assert killed and "SIGKILL" in died.value.message, died.value.message
+        info = worker.info()
+        assert worker.restarts == 1 and info["restarts"] == 1
+        assert info["pid"] not in (None, doomed_pid) and info["state"] in ("starting", "idle")
+        assert worker.wait_ready(300)
+        again = SimpleNamespace(
+            id="2" * 32,
+            image=png_bytes(),
+            settings=protocol.parse_settings(tiny_settings(iterations=2)).to_json(),
+        )
+        body = worker.run(again, lambda *_: None, lambda: False)
+        assert body["steps_run"] == 2 and worker.restarts == 1
+    finally:
+        worker.close()
