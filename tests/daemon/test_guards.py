@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from urllib.parse import urlsplit
 
 import pytest
@@ -94,6 +95,12 @@ def test_host_policy_off_loopback():
         {"Origin": "http://127.0.0.1:1"},  # another port of the same machine: another origin
         {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
         {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+        # a list (what one header sent twice becomes): every value counts
+        {"Sec-Fetch-Site": "same-origin, cross-site"},
+        {"Sec-Fetch-Site": "cross-site,same-origin", "Sec-Fetch-Mode": "navigate, cors"},
+        {"Sec-Fetch-Site": "none, same-site", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "same-origin, something-new"},
+        {"Origin": "http://{own}, http://evil.example"},
     ],
 )
 def test_cross_site_submissions_are_forbidden(shared_daemon, headers):
@@ -110,7 +117,7 @@ def test_cross_site_submissions_are_forbidden(shared_daemon, headers):
     all_headers = {
         "Host": _host(client.url),
         "Content-Type": f"multipart/form-data; boundary={boundary}",
-        **headers,
+        **{name: value.replace("{own}", _host(client.url)) for name, value in headers.items()},
     }
     status, answer, _ = raw_request(client.url, "POST", "/v1/jobs", all_headers, body)
     assert_error(status, answer, "forbidden")
@@ -144,3 +151,24 @@ def test_a_link_from_another_site_may_open_a_page_but_not_post():
     assert cross_site_reason("GET", "127.0.0.1:8765", None, "cross-site", "navigate") is None
     assert cross_site_reason("POST", "127.0.0.1:8765", None, "cross-site", "navigate")
     assert cross_site_reason("GET", "127.0.0.1:8765", "http://127.0.0.1:8765", "same-origin", "cors") is None  # fmt: skip  # noqa: E501
+
+
+def test_a_fetch_header_sent_twice_counts_every_time(shared_daemon):
+    client, _ = shared_daemon
+    host = _host(client.url)
+    for repeated in (
+        b"Sec-Fetch-Site: same-origin\r\nSec-Fetch-Site: cross-site\r\n",
+        f"Origin: http://{host}\r\nOrigin: http://evil.example\r\n".encode(),
+    ):
+        parts = urlsplit(client.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(
+                f"GET /v1/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n".encode()
+                + repeated
+                + b"\r\n"
+            )
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert_error(int(head.split()[1]), json.loads(body), "forbidden")

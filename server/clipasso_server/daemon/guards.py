@@ -118,14 +118,33 @@ def cross_site_reason(
     top-level GET navigation from another site (a link to the job page) is let through:
     it cannot read the answer and changes nothing, and browsers send no Origin with it.
     """
-    if origin is not None and origin.strip().lower() != f"http://{host.strip().lower()}":
-        return f"requests from the web origin {origin[:100]!r} are not accepted"
-    site = (fetch_site or "").strip().lower()
-    if site in ("cross-site", "same-site"):
-        navigation = method in ("GET", "HEAD") and (fetch_mode or "").lower() == "navigate"
-        if not navigation:
-            return f"{site} requests from web pages are not accepted"
+    own = f"http://{host.strip().lower()}"
+    for value in _list(origin):
+        if value != own:
+            return f"requests from the web origin {value[:100]!r} are not accepted"
+    # a header sent twice arrives joined by commas; any value but these is another site's
+    sites = _list(fetch_site)
+    strangers = [site for site in sites if site not in ("same-origin", "none")]
+    if strangers:
+        modes = _list(fetch_mode)
+        navigation = method in ("GET", "HEAD") and modes == ["navigate"]
+        if not navigation or any(site not in ("cross-site", "same-site") for site in strangers):
+            return f"{strangers[0][:40]} requests from web pages are not accepted"
     return None
+
+
+def _list(value: str | None) -> list[str]:
+    """A header's comma-separated values (one header sent twice arrives joined), lower-case."""
+    if value is None:
+        return []
+    return [part.strip().lower() for part in value.split(",")] or [""]
+
+
+def _joined(headers: Mapping[str, str], name: str) -> str | None:
+    """Every value of header ``name`` joined by commas, as if sent once; None if absent."""
+    getall = getattr(headers, "getall", None)
+    values = list(getall(name, ())) if getall is not None else []
+    return ", ".join(values) if values else headers.get(name)
 
 
 def check_request(policy: HostPolicy | None, method: str, headers: Mapping[str, str]) -> None:
@@ -140,9 +159,9 @@ def check_request(policy: HostPolicy | None, method: str, headers: Mapping[str, 
     reason = cross_site_reason(
         method,
         host,
-        headers.get("Origin"),
-        headers.get("Sec-Fetch-Site"),
-        headers.get("Sec-Fetch-Mode"),
+        _joined(headers, "Origin"),
+        _joined(headers, "Sec-Fetch-Site"),
+        _joined(headers, "Sec-Fetch-Mode"),
     )
     if reason is not None:
         raise protocol.ProtocolError("forbidden", reason)

@@ -161,8 +161,9 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     # /v1 calls then need it like anyone's
     if token is not None and not is_public(request):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest on bytes of any length: no early exit that would leak the token.
-        ok = hmac.compare_digest(given.strip().encode(), token.encode())
+        # compare_digest on bytes of any length: no early exit that would leak the token;
+        # aiohttp hands non-UTF-8 header bytes over as surrogates, which encode back as given
+        ok = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
         if scheme.lower() != "bearer" or not ok:
             response = json_error(
                 protocol.ProtocolError(

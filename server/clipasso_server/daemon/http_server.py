@@ -100,13 +100,25 @@ class JsonErrorHandler(RequestHandler):
             log.error("internal error while answering a request", exc_info=exc)
         else:
             code = "too_large" if status == 413 else "bad_request"
-            reason = str(getattr(exc, "message", None) or message or exc or "").strip()
-            text = f"malformed HTTP request: {' '.join(reason.split())[:200] or 'unreadable'}"
-            self.flood.note("bad-http", f"refused a malformed HTTP request: {text[24:][:120]}")
+            reason = parse_error_summary(str(getattr(exc, "message", None) or message or exc or ""))
+            text = f"malformed HTTP request: {reason}"
+            self.flood.note("bad-http", f"refused a malformed HTTP request: {reason}")
         error = protocol.ProtocolError(code, text)
         response = web.json_response(error.to_json(), status=error.status)
         response.force_close()
         return response
+
+
+def parse_error_summary(reason: str) -> str:
+    """What a parse error says, without the request bytes it quotes: aiohttp's parser quotes
+    the offending header line (``Invalid header value char: b'Authorization: Bearer ...'``),
+    and that line may hold a credential, which must reach neither the log nor the reply."""
+    first = reason.strip().split("\n", 1)[0]
+    quoted = [i for i in (first.find(q) for q in ("b'", 'b"', "'", '"')) if i >= 0]
+    if quoted:
+        first = first[: min(quoted)]
+    summary = " ".join(first.split()).rstrip(" :")[:120]
+    return summary or "unreadable"
 
 
 def refusal(cap: int) -> bytes:
