@@ -42,6 +42,7 @@ from inkscape_clipasso.layers import (
     unfinished_job,
     visible_levels,
 )
+from inkscape_clipasso.links import anchor_relative_links
 from inkscape_clipasso.live_view import open_page, page_url
 from inkscape_clipasso.placement import place_image
 
@@ -130,6 +131,8 @@ class ClipassoSketch(inkex.EffectExtension):
         except (protocol.ProtocolError, ValueError, ImageError, DaemonError) as exc:
             raise inkex.AbortExtension(str(exc)) from None
         self._insert(sources, outcomes, [display_name(element) for element in others])
+        # Inkscape 1.4 breaks relative links of documents under its temporary folder: see links.py
+        anchor_relative_links(self.svg, self.options.input_file)
 
     def _time_limit(self) -> float | None:
         """The user's time limit in seconds, None for no limit."""

@@ -10,6 +10,9 @@ over their image (within the reach of the start strokes' random spread) and nowh
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pytest
 from ext_helpers import (
@@ -127,6 +130,7 @@ def _inside(matrix, box, x: float, y: float, margin: float) -> bool:
 
 
 IMAGES = {"img1": (IMG1_MATRIX, IMG1_BOX), "img2": (IMG2_MATRIX, IMG2_BOX)}
+XLINK_NS = "http://www.w3.org/1999/xlink"
 
 
 def test_layers_and_paths_per_level(sketched):
@@ -144,6 +148,17 @@ def test_layers_and_paths_per_level(sketched):
             assert level.getparent() is parent
             paths = level.findall("{http://www.w3.org/2000/svg}path")
             assert len(paths) == count
+
+
+def test_the_linked_photo_still_links_its_file(sketched):
+    """The document lies under Inkscape's temporary folder (pytest's tmp_path): Inkscape 1.4
+    then breaks relative links after any effect and, in batch mode, hangs on a dialog saying so
+    unless the extension returns them absolute (inkscape_clipasso/links.py)."""
+    _, output = sketched
+    href = by_id(etree.parse(str(output)).getroot(), "img2").get(f"{{{XLINK_NS}}}href")
+    parts = urlsplit(href)
+    path = Path(url2pathname(parts.path)) if parts.scheme == "file" else output.parent / href
+    assert path.resolve() == (output.parent / "photos" / "photo.png").resolve(), href
 
 
 def test_strokes_lie_over_their_image(sketched):
