@@ -264,3 +264,143 @@ def test_a_step_on_cuda_matches_the_cpu(test_weights_dir):
         sketches = _drawing(2, 3, device)(_strokes(3, 2).to(device))
         losses.append(step_loss(sketches, target, _grid(target))[0].cpu())
     assert torch.allclose(losses[0], losses[1], rtol=1e-3)
+
+
+class LoadingTakesTime:
+    """The session's real ModelStore, whose model loads take ``load_s`` each on ``clock`` (the
+    store has loaded them already; only the time a cold load costs is what is under test)."""
+
+    def __init__(self, store, clock: FakeClock, load_s: float) -> None:
+        self.store, self.clock, self.load_s = store, clock, load_s
+
+    def loss_model(self, name: str):
+        self.clock.now += self.load_s
+        return self.store.loss_model(name)
+
+    def saliency_model(self, name: str):
+        self.clock.now += self.load_s
+        return self.store.saliency_model(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def _budgeted_sketch(model_store, load_s: float, budget_s: float):
+    """A tiny sketch whose steps take 1 s each and whose two model loads ``load_s`` each,
+    on a fake clock; (steps run, stop reason)."""
+    from PIL import Image, ImageDraw
+
+    from clipasso_server.engine.sketcher import sketch
+    from clipasso_server.engine.types import SketchConfig
+
+    picture = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(picture).ellipse((20, 20, 76, 76), fill=(30, 30, 30))
+    config = SketchConfig(
+        levels=(2,),
+        seeds=1,
+        iterations=100,
+        eval_every=5,
+        augmentations=0,
+        loss_model="test-tiny-rn",
+        saliency_model="test-tiny-vit",
+        time_budget_s=budget_s,
+    )
+    clock = FakeClock()
+
+    def tick() -> bool:  # should_stop runs before every step: each step takes one second
+        clock.now += 1.0
+        return False
+
+    models = LoadingTakesTime(model_store, clock, load_s)
+    result = sketch(picture, config, models, should_stop=tick, clock=clock)
+    return result.steps_run, result.stop_reason
+
+
+def test_the_time_budget_counts_model_loading(model_store):
+    """``time_budget_s`` is the user's wait for the whole job: a budget clock that started
+    after the models loaded would run as many steps with a slow load as without one."""
+    quick = _budgeted_sketch(model_store, load_s=0.0, budget_s=20.0)
+    slow = _budgeted_sketch(model_store, load_s=3.0, budget_s=20.0)
+    assert quick[1] == slow[1] == "budget"
+    assert slow[0] == quick[0] - 6  # the 6 s of loading cost exactly 6 one-second steps
+    assert _budgeted_sketch(model_store, load_s=15.0, budget_s=20.0) == (0, "budget")
+
+
+def test_the_best_handed_on_holds_the_strokes_of_its_loss_not_the_latest(
+    loss_model, photo, loss_rtol
+):
+    """What ``on_step`` gets (and snapshots are made of) while steps stop improving: at lr 300
+    the strokes leave the canvas after the first step, so every later iterate is worse and the
+    best stays the start, which re-evaluates to the loss reported with it."""
+    target = Target(photo, loss_model)
+    drawing = _drawing(3, 3, photo.device)
+    start = _strokes(3, 3, seed=4)
+    seen = []
+
+    def record(report) -> None:
+        if report.evaluated:
+            seen.append((report.step, report.best.points.clone(), list(report.best.loss)))
+
+    optimise(
+        target,
+        start,
+        drawing,
+        LoopSettings(iterations=7, eval_every=2, augmentations=1, learning_rate=300.0),
+        generator=torch.Generator().manual_seed(0),
+        on_step=record,
+    )
+    assert [step for step, _, _ in seen] == [1, 3, 5, 7]
+    assert all(loss == seen[0][2] for _, _, loss in seen)  # no evaluation improved on the start
+    for _, points, loss in seen:
+        assert torch.equal(points.cpu(), start)
+        again = target.evaluate(drawing(points)).double().cpu()
+        assert torch.allclose(again, torch.tensor(loss, dtype=torch.float64), rtol=loss_rtol)
+
+
+def _snapshots(model_store, learning_rate: float) -> list:
+    from PIL import Image, ImageDraw
+
+    from clipasso_server.engine.sketcher import sketch
+    from clipasso_server.engine.types import SketchConfig
+
+    picture = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(picture).ellipse((20, 20, 76, 76), fill=(30, 30, 30))
+    config = SketchConfig(
+        levels=(2, 3),
+        seeds=1,
+        iterations=7,
+        eval_every=2,
+        augmentations=1,
+        learning_rate=learning_rate,
+        loss_model="test-tiny-rn",
+        saliency_model="test-tiny-vit",
+    )
+    clock = FakeClock()
+
+    def tick() -> bool:
+        clock.now += 1.0
+        return False
+
+    reports = []
+    sketch(
+        picture,
+        config,
+        model_store,
+        progress=reports.append,
+        should_stop=tick,
+        clock=clock,
+        snapshot_every_s=0.0,  # a snapshot at every evaluation
+    )
+    return [report.snapshot for report in reports if report.snapshot is not None]
+
+
+def test_a_partial_snapshot_holds_the_best_strokes_when_the_latest_are_worse(model_store):
+    """The partial result a client is shown mid-run: with steps that only make it worse (lr
+    300), every snapshot holds the start strokes, the ones a run that never moves (lr 0) has."""
+    still = _snapshots(model_store, 0.0)
+    wild = _snapshots(model_store, 300.0)
+    assert [s.step for s in wild] == [s.step for s in still] == [1, 3, 5, 7]
+    for snapshot in wild:
+        for level, start in zip(snapshot.levels, still[0].levels, strict=True):
+            assert level.loss == start.loss
+            assert level.paths == start.paths
