@@ -36,6 +36,8 @@ def test_copy_into_a_profile(tmp_path, capsys):
     assert run("--profile-dir", str(tmp_path)) == 0
     target = tmp_path / "extensions" / "clipasso"
     assert (target / "extension.inx").read_bytes() == (REPO / "extension.inx").read_bytes()
+    # Inkscape 1.4's Extensions Gallery thumbnail: the .inx's name with .svg, beside it
+    assert (target / "extension.svg").read_bytes() == (REPO / "extension.svg").read_bytes()
     assert sorted(p.name for p in (target / "inkscape_clipasso").iterdir()) == EXPECTED
     assert not any(p.is_symlink() for p in target.rglob("*"))
     assert "restart Inkscape" in capsys.readouterr().out
@@ -46,6 +48,7 @@ def test_link(tmp_path):
     target = tmp_path / "extensions" / "clipasso"
     inx = target / "extension.inx"
     assert inx.is_symlink() and inx.resolve() == (REPO / "extension.inx").resolve()
+    assert (target / "extension.svg").resolve() == (REPO / "extension.svg").resolve()
     script = target / "inkscape_clipasso" / "clipasso_sketch.py"
     assert script.resolve() == (REPO / "inkscape_clipasso" / "clipasso_sketch.py").resolve()
 
@@ -77,9 +80,12 @@ def test_zip_for_the_extension_manager(tmp_path):
     run("--zip", str(out))
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
-        # the manager's rule: a .inx at the root; every member is a file
+        # the manager (1.2 and 1.4) names the folder after the first .inx's id and unpacks
+        # every member under it as it is named; the 1.4 gallery's thumbnail is beside the .inx
         assert [n for n in names if n.endswith(".inx")] == ["extension.inx"]
         assert not any(n.endswith("/") for n in names)
+        assert sorted(n for n in names if "/" not in n) == ["extension.inx", "extension.svg"]
+        assert archive.read("extension.svg") == (REPO / "extension.svg").read_bytes()
         assert sorted(n.split("/", 1)[1] for n in names if "/" in n) == EXPECTED
         inx = etree.fromstring(archive.read("extension.inx"))
     ident = inx.findtext("{http://www.inkscape.org/namespace/inkscape/extension}id")

@@ -130,3 +130,14 @@ def test_new_settings_sit_on_their_pages():
     assert param("output", "clip").text == "true"
     choices = [o.get("value") for o in param("output", "on_time_limit").findall("inx:option", NS)]
     assert choices == ["keep", "cancel"]
+
+
+def test_gallery_thumbnail_and_tip():
+    """Inkscape 1.4's Extensions Gallery shows a 70x60 thumbnail it finds beside the .inx under
+    the .inx's own name (an <icon> element would do too, but inkex's schema rejects it), and
+    the menu tip as the entry's description; 1.2 shows the tip in the status bar."""
+    icon = etree.parse(str(INX.with_suffix(".svg"))).getroot()
+    assert icon.tag == "{http://www.w3.org/2000/svg}svg"
+    assert (icon.get("width"), icon.get("height"), icon.get("viewBox")) == ("70", "60", "0 0 70 60")
+    tip = inx().findtext("inx:effect/inx:menu-tip", namespaces=NS)
+    assert tip and "CLIPasso daemon" in tip

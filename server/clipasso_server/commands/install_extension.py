@@ -1,8 +1,9 @@
 """Install the Inkscape extension into your Inkscape profile, or build its zip.
 
 The extension is extension.inx plus the inkscape_clipasso package (inkex and the standard
-library only, so it runs in Inkscape's own Python). It goes into a folder "clipasso" under the
-profile's extensions folder: $INKSCAPE_PROFILE_DIR/extensions when that is set, else
+library only, so it runs in Inkscape's own Python), and extension.svg, the thumbnail Inkscape
+1.4's Extensions Gallery finds beside the .inx by its name. It goes into a folder "clipasso"
+under the profile's extensions folder: $INKSCAPE_PROFILE_DIR/extensions when that is set, else
 $XDG_CONFIG_HOME/inkscape/extensions (normally ~/.config/inkscape/extensions). --link makes
 symlinks to this checkout instead of copies, for development. --zip OUT.zip builds a zip with
 the .inx at its root, for Extensions > Manage Extensions > Install Package in Inkscape.
@@ -25,6 +26,8 @@ from inkscape_clipasso import daemon_command
 #: The folder the extension is installed into, under the profile's extensions folder.
 FOLDER = "clipasso"
 INX_NAME = "extension.inx"
+#: The gallery thumbnail (Inkscape 1.4 looks for the .inx's name with .svg; 1.2 ignores it).
+ICON_NAME = "extension.svg"
 PACKAGE = "inkscape_clipasso"
 #: Where a non-editable install keeps the .inx (pyproject's data-files).
 SHARED_INX = Path("share") / "clipasso-inkscape" / INX_NAME
@@ -74,6 +77,12 @@ def find_inx() -> Path:
     )
 
 
+def find_icon(inx: Path) -> Path | None:
+    """The gallery thumbnail beside the .inx, if it is there (it is optional)."""
+    icon = inx.with_name(ICON_NAME)
+    return icon if icon.is_file() else None
+
+
 def package_files() -> list[Path]:
     """The extension's Python files: the package's modules, no caches, no tests."""
     return sorted(path for path in package_dir().glob("*.py") if path.is_file())
@@ -98,6 +107,16 @@ def default_extensions_dir(
     return Path(config) / "inkscape" / "extensions"
 
 
+def members(inx: Path) -> list[tuple[str, Path]]:
+    """(path inside the extension's folder, source file): the .inx, its thumbnail when there
+    is one, the package's modules."""
+    files = [(INX_NAME, inx)]
+    icon = find_icon(inx)
+    if icon is not None:
+        files.append((ICON_NAME, icon))
+    return files + [(f"{PACKAGE}/{path.name}", path) for path in package_files()]
+
+
 def _remove_previous(target: Path) -> None:
     """Remove an earlier install at ``target``; refuse to touch anything that is not one."""
     if target.is_symlink() or target.is_file():
@@ -118,30 +137,27 @@ def install(extensions_dir: Path, link: bool = False) -> Path:
     target = extensions_dir / FOLDER
     _remove_previous(target)
     (target / PACKAGE).mkdir(parents=True)
-    if link:
-        (target / INX_NAME).symlink_to(inx)
-        for path in package_files():
-            (target / PACKAGE / path.name).symlink_to(path)
-    else:
-        shutil.copyfile(inx, target / INX_NAME)
-        for path in package_files():
-            shutil.copyfile(path, target / PACKAGE / path.name)
+    for name, path in members(inx):
+        if link:
+            (target / name).symlink_to(path)
+        else:
+            shutil.copyfile(path, target / name)
     # so the extension's "could not reach the daemon" names the command that works here
     daemon_command.write_record(target, daemon_command.find_program())
     return target
 
 
 def build_zip(out: Path) -> Path:
-    """A zip with the .inx at its root and the package beside it, byte-identical run to run.
+    """A zip with the .inx and its thumbnail at its root and the package beside them,
+    byte-identical run to run.
 
-    Inkscape's Extension Manager unpacks it into <extensions>/<inx id>/; it needs the .inx at
-    the root and reads every member as a file, so there are no directory entries.
+    Inkscape's Extension Manager (1.2 and 1.4 alike) takes the id of the first .inx in the zip
+    and unpacks every member into <extensions>/<inx id>/ under its own path; there the 1.4
+    gallery finds the thumbnail beside the .inx. Every member is a file (no directory entries).
     """
-    members = [(INX_NAME, find_inx())]
-    members += [(f"{PACKAGE}/{path.name}", path) for path in package_files()]
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, path in members:
+        for name, path in members(find_inx()):
             info = zipfile.ZipInfo(name, _ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
