@@ -28,6 +28,16 @@ def fake_daemon():
         yield fake
 
 
+def pytest_report_header(config):
+    """Which Inkscape the end-to-end tests run (1.2 on the host, 1.4 in tests/inkscape14)."""
+    import inkex
+    from inkscape_runner import version
+
+    return (
+        f"inkscape: {version()}; inkex {getattr(inkex, '__version__', '?')} from {inkex.__file__}"
+    )
+
+
 def pytest_configure(config):
     """Register the markers here too: Inkscape's Python runs this folder without pyproject."""
     config.addinivalue_line("markers", "inkscape: runs the real Inkscape under xvfb-run")

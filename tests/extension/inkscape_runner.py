@@ -1,11 +1,13 @@
-"""Running the real Inkscape 1.2 headless, for end-to-end tests.
+"""Running the real Inkscape headless, for end-to-end tests: Debian 12's 1.2.2 on the host,
+Debian 13's 1.4 in the root of tests/inkscape14/run.sh.
 
-Extension actions exist only with a GUI in Inkscape 1.2, so Inkscape runs under xvfb-run with
+Extension actions exist only with a GUI (1.2 and 1.4 alike: without ``--with-gui`` the action
+is "not found" and Inkscape still exits 0), so Inkscape runs under xvfb-run with
 ``--with-gui --batch-process``. Parameters cannot be given on the command line: they go in a
 ``preferences.xml`` in a throwaway ``INKSCAPE_PROFILE_DIR`` and the action's ``.noprefs``
 variant runs with them. Anything the extension writes to stderr opens a modal dialog that
-never closes in batch mode, so every run is under ``timeout``. Also a tiny PNG reader, since
-Inkscape's Python has no Pillow.
+never closes in batch mode (1.4 too), so every run is under ``timeout``. Also a tiny PNG
+reader, since Inkscape's Python has no Pillow.
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ from xml.sax.saxutils import quoteattr
 EXTENSION_ID = "org.clipasso.clipasso_sketch"
 #: Inkscape turns the id's underscores into hyphens in action names.
 ACTION = EXTENSION_ID.replace("_", "-") + ".noprefs"
+
+
+def version() -> str:
+    """``inkscape --version``'s line ("Inkscape 1.4 (e7c3feb100, 2024-10-09)"), or why none."""
+    if shutil.which("inkscape") is None:
+        return "not installed"
+    try:
+        done = subprocess.run(
+            ["inkscape", "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "did not answer --version"
+    return done.stdout.strip() or done.stderr.strip()
 
 
 def missing_programs() -> str | None:

@@ -141,7 +141,7 @@ else
 	[ $# -gt 0 ] || set -- .
 	# The same command as the Makefile's run under Debian 12's Inkscape Python.
 	INNER+=(
-		/bin/sh -c 'cd "$0/tests/extension" && inkscape --version 2>/dev/null && exec python3 -m pytest -p no:cacheprovider -c /dev/null --rootdir=. "$@"'
+		/bin/sh -c 'cd "$0/tests/extension" && exec python3 -m pytest -p no:cacheprovider -c /dev/null --rootdir=. "$@"'
 		"$REPO" "$@"
 	)
 fi
