@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,11 +30,14 @@ from report import write_report
 
 from clipasso_server.engine.clip_models import LossModel, ModelStore, write_test_weights
 from clipasso_server.engine.optimise import (
+    CHUNK_IMAGES,
     Drawing,
     LoopSettings,
     StepReport,
     Target,
     optimise,
+    step_backward,
+    step_loss,
 )
 from clipasso_server.engine.render import get_renderer
 from clipasso_server.engine.sketcher import parse_color
@@ -125,6 +129,86 @@ def time_steps(
     return row
 
 
+def _set_path(loss_model: LossModel, path: str) -> LoopSettings:
+    """Switch the loss model to ``path`` ("legacy": the pre-#22 step; "new": today's default)
+    and return the loop settings of that path."""
+    legacy = path == "legacy"
+    loss_model.legacy_pool = legacy
+    return LoopSettings(iterations=1, augmentations=4, chunk_images=0 if legacy else CHUNK_IMAGES)
+
+
+def paired_steps(
+    loss_model: LossModel,
+    device: torch.device,
+    levels: tuple[int, ...],
+    seeds: int,
+    pairs: int,
+    chunk: int | None = None,
+) -> dict:
+    """Alternate one step of the legacy path and one of the new path, ``pairs`` times (after
+    one warm-up step each), on the same model, photo and start; the order within a pair
+    alternates too. Each step is the loop's body (views, render, loss and backward, Adam)."""
+    photo = _photo(device)
+    target = Target(photo, loss_model)
+    saliency = torch.rand(CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
+    points, mask = start_points(saliency, levels, tuple(range(seeds)), CANVAS)
+    drawing = Drawing(
+        get_renderer("torch"), 3.0, parse_color("#000000").to(device), mask.to(device), CANVAS
+    )
+    state = {}
+    for path in ("legacy", "new"):
+        p = points.to(device).clone().requires_grad_(True)
+        state[path] = (p, torch.optim.Adam([p], lr=1.0), torch.Generator().manual_seed(0))
+
+    def step(path: str) -> float:
+        settings = _set_path(loss_model, path)
+        if chunk is not None and path == "new":
+            settings = LoopSettings(iterations=1, chunk_images=chunk)
+        p, optimizer, generator = state[path]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        grid = target.view_grid(settings.augmentations, generator)
+        optimizer.zero_grad(set_to_none=True)
+        if settings.chunk_images:
+            step_backward(drawing(p), target, grid, settings.chunk_images)
+        else:
+            loss, _ = step_loss(drawing(p), target, grid)
+            loss.sum().backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - began
+
+    step("legacy"), step("new")
+    ratios, legacy_s, new_s = [], [], []
+    for i in range(pairs):
+        order = ("legacy", "new") if i % 2 == 0 else ("new", "legacy")
+        times = {path: step(path) for path in order}
+        legacy_s.append(times["legacy"])
+        new_s.append(times["new"])
+        ratios.append(times["legacy"] / times["new"])
+        print(
+            f"  pair {i + 1}: legacy {times['legacy']:.2f} s, new {times['new']:.2f} s, "
+            f"ratio {ratios[-1]:.2f}",
+            flush=True,
+        )
+    _set_path(loss_model, "new")
+    return {
+        "model": loss_model.name,
+        "device": str(device),
+        "levels": list(levels),
+        "seeds": seeds,
+        "sketches": len(levels) * seeds,
+        "pairs": pairs,
+        "chunk_images": chunk or CHUNK_IMAGES,
+        "legacy_s": [round(t, 3) for t in legacy_s],
+        "new_s": [round(t, 3) for t in new_s],
+        "ratios": [round(r, 3) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -136,9 +220,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", default="tiny,rn101", help="which rows: tiny, rn101 or both (default)"
     )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="PAIRS",
+        help="instead: time the legacy (pre-#22) and the new step alternately, PAIRS pairs, "
+        "full-size random RN101 loaded through ModelStore; reports the median ratio",
+    )
+    parser.add_argument("--levels", type=int, default=4, help="--paired: first N of 4,8,16,32")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="--paired: seeds per level")
+    parser.add_argument("--chunk", type=int, default=None, help="--paired: images per chunk")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.paired:
+        from profile_step import load_rn101
+
+        device = torch.device("cpu" if args.device == "auto" else args.device)
+        model = load_rn101(Path("bench/results/rn101-weights"), device)
+        levels = LEVELS[: args.levels]
+        print(f"paired: {len(levels)} levels x {args.seeds} seeds, {args.threads} threads")
+        row = paired_steps(model, device, levels, args.seeds, args.paired, args.chunk)
+        print(
+            f"median legacy/new ratio {row['median_ratio']:.2f} over {row['pairs']} pairs "
+            f"(legacy median {statistics.median(row['legacy_s']):.2f} s, "
+            f"new median {statistics.median(row['new_s']):.2f} s)"
+        )
+        write_report(
+            args.out,
+            {
+                "benchmark": "step_paired",
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "target_median_ratio": 1.5,
+                "rows": [row],
+            },
+        )
+        return 0
     steps, warmup = (2, 1) if args.quick else (args.steps, 3)
     devices = []
     if args.device in ("auto", "cpu"):

@@ -110,7 +110,8 @@ class LossModel:
     ``features`` returns the layer2 and layer3 feature maps (the reference's geometric loss
     layers; for RN101 [B,512,28,28] and [B,1024,14,14]) and the attention-pooled embedding
     (not L2-normalised; RN101: [B,512]). On CUDA with bf16 support the forward runs under bf16
-    autocast with channels-last weights; outputs are always returned as float32. The model
+    autocast with channels-last weights; outputs are returned in the weights' dtype (float32;
+    float64 when ``visual`` was made so, as the equivalence tests do). The model
     takes ``visual`` over: its batch norms are folded into the convolutions, in place.
     """
 
@@ -136,8 +137,13 @@ class LossModel:
         if self._channels_last:
             visual = visual.to(memory_format=torch.channels_last)
         self.visual = visual
-        self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+        #: the weights' dtype: float32, or float64 for the tests' exact comparisons
+        self.dtype = next(visual.parameters()).dtype
+        self._mean = torch.tensor(CLIP_MEAN, device=device, dtype=self.dtype).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD, device=device, dtype=self.dtype).view(1, 3, 1, 1)
+        self._pool = ClassTokenPool(visual.attnpool)
+        #: True: open_clip's own attention pool (the pre-#22 path, for paired benches)
+        self.legacy_pool = False
 
     def features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         """images [B,3,224,224] RGB in [0,1] -> ([layer2, layer3], pooled embedding [B,D]).
@@ -145,7 +151,7 @@ class LossModel:
         Gradients flow to ``images`` (the weights are frozen).
         """
         _check_images(images, self.input_size, f"loss model {self.name}")
-        x = _normalise(images.to(self.device, torch.float32), self._mean, self._std)
+        x = _normalise(images.to(self.device, self.dtype), self._mean, self._std)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         v = self.visual
@@ -158,8 +164,60 @@ class LossModel:
             x = v.layer1(v.stem(x))
             layer2 = v.layer2(x)
             layer3 = v.layer3(layer2)
-            embedding = v.attnpool(v.layer4(layer3))
-        return [layer2.float(), layer3.float()], embedding.float()
+            pool = v.attnpool if self.legacy_pool else self._pool
+            embedding = pool(v.layer4(layer3))
+        return [layer2.to(self.dtype), layer3.to(self.dtype)], embedding.to(self.dtype)
+
+
+class ClassTokenPool(nn.Module):
+    """open_clip's ``AttentionPool2d`` computed for the one token it returns, with the same
+    weights and (up to float rounding) the same output and gradient.
+
+    open_clip projects all HW+1 tokens to queries, attends with every one of them and
+    projects every output, then keeps token 0 (the mean token): for RN101 three quarters of
+    the pool's matmuls, forward and backward, are thrown away. Here only the mean token is a
+    query. The keys and values of the HW spatial tokens are one 1x1 convolution of the
+    feature map (oneDNN's convolution, not MKL's sgemm, which is half as fast on AMD CPUs),
+    and the positional embedding's share of them, ``W (x + pos) + b = W x + (W pos + b)``, is
+    a constant made once; the mean token's key and value are the mean of the spatial ones
+    plus its own constant, as the projection is linear.
+    """
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.heads = int(pool.num_heads)
+        weight_q, bias_q = pool.q_proj.weight, pool.q_proj.bias
+        weight_kv = torch.cat([pool.k_proj.weight, pool.v_proj.weight])  # [2C, C]
+        bias_kv = torch.cat([pool.k_proj.bias, pool.v_proj.bias])
+        position = pool.positional_embedding.detach()  # [HW+1, C]
+        with torch.no_grad():
+            # [HW+1, 2C]: what position and bias add to each token's key and value
+            self.register_buffer("kv_constant", F.linear(position, weight_kv, bias_kv))
+            self.register_buffer("position_mean", position[:1].clone())
+        self.register_buffer("weight_kv", weight_kv.detach()[:, :, None, None])
+        self.register_buffer("weight_q", weight_q.detach())
+        self.register_buffer("bias_q", bias_q.detach())
+        self.register_buffer("weight_out", pool.c_proj.weight.detach())
+        self.register_buffer("bias_out", pool.c_proj.bias.detach())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [N,C,H,W] -> [N,D]: the attention-pooled embedding."""
+        batch, channels = int(x.shape[0]), int(x.shape[1])
+        heads, width = self.heads, channels // self.heads
+        weight_kv = self.weight_kv.to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            weight_kv = weight_kv.contiguous(memory_format=torch.channels_last)
+        spatial = F.conv2d(x, weight_kv).flatten(2)  # [N, 2C, HW]
+        mean_token = x.mean(dim=(2, 3))  # [N, C]
+        constant = self.kv_constant.to(spatial.dtype)
+        tokens = torch.cat([spatial.mean(dim=2, keepdim=True), spatial], dim=2)
+        tokens = tokens + constant.t()[None]  # [N, 2C, HW+1]
+        keys, values = tokens.view(batch, 2, heads, width, -1).unbind(1)  # [N, h, w, HW+1]
+        query = F.linear(mean_token + self.position_mean.to(x.dtype), self.weight_q, self.bias_q)
+        query = query.view(batch, heads, 1, width) * width**-0.5
+        attention = torch.softmax(query @ keys, dim=-1)  # [N, h, 1, HW+1]
+        pooled = (attention @ values.transpose(-2, -1)).reshape(batch, channels)
+        return F.linear(pooled, self.weight_out, self.bias_out)
 
 
 def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:

@@ -148,6 +148,60 @@ def step_loss(sketches: Tensor, target: Target, grid: Tensor | None) -> tuple[Te
     return (plain_loss + view_loss.sum(dim=0)) / (1 + augmentations), plain_loss
 
 
+#: images per forward/backward chunk of the step (see :func:`step_backward`)
+CHUNK_IMAGES = 6
+
+
+def step_backward(
+    sketches: Tensor, target: Target, grid: Tensor | None, chunk: int = CHUNK_IMAGES
+) -> tuple[Tensor, Tensor]:
+    """The step's loss and its backward: the same numbers as ``step_loss`` then
+    ``loss.sum().backward()``, with the loss model run ``chunk`` images at a time.
+
+    Returns (training loss [B], plain loss [B]), both detached; the gradient reaches whatever
+    ``sketches`` was rendered from. Why chunks: each image's loss depends on that image alone
+    (the batch norms are folded, nothing mixes images), so the sum over images can be
+    differentiated a few images at a time. A chunk's activations stay in the CPU's caches
+    instead of one 60-image batch's gigabytes going through main memory several times per
+    layer (and through fresh pages of the allocator), and the peak memory shrinks with them.
+    The images are made and the renderer is differentiated once, outside the chunks.
+    """
+    count = int(sketches.shape[0])
+    images = resize(sketches, target.size)
+    views = 0 if grid is None else int(grid.shape[0])
+    if grid is not None:
+        images = torch.cat([images, augment.apply_views(sketches, grid).flatten(0, 1)])
+    reference = _references(target, grid)
+    which = torch.arange(1 + views, device=images.device).repeat_interleave(count)
+    free = images.detach().requires_grad_(True)
+    per_image = []
+    scale = 1.0 / (1 + views)
+    for start in range(0, int(images.shape[0]), chunk):
+        part = slice(start, start + chunk)
+        features = target.loss_model.features(free[part])
+        losses = target.loss_fn(features, _pick(reference, which[part]))
+        (losses.sum() * scale).backward()
+        per_image.append(losses.detach())
+    images.backward(free.grad)
+    per_image = torch.cat(per_image).view(1 + views, count)
+    return per_image.sum(dim=0) * scale, per_image[0]
+
+
+def _references(target: Target, grid: Tensor | None) -> Features:
+    """The photo's features under no view, then under each view of ``grid``: [1+V, ...]."""
+    if grid is None:
+        return target.plain
+    with torch.no_grad():
+        views = target.loss_model.features(augment.apply_views(target.photo, grid).flatten(0, 1))
+    maps = [torch.cat([p, v]) for p, v in zip(target.plain[0], views[0], strict=True)]
+    return maps, torch.cat([target.plain[1], views[1]])
+
+
+def _pick(features: Features, index: Tensor) -> Features:
+    maps, embedding = features
+    return [m[index] for m in maps], embedding[index]
+
+
 class BestIterate:
     """Each sketch's best evaluated iterate so far, and whether it has stopped improving.
 
@@ -244,6 +298,9 @@ class LoopSettings:
     learning_rate: float = 1.0
     #: freeze a sketch once this many evaluations in a row bring no improvement (None: never)
     plateau_patience: int | None = None
+    #: images per loss-model chunk of a step (``step_backward``); 0: the pre-#22 step, one
+    #: batch through ``step_loss`` (kept for paired benches and the equivalence test)
+    chunk_images: int = CHUNK_IMAGES
 
 
 @dataclass(frozen=True)
@@ -308,9 +365,12 @@ def optimise(
             reason = "budget"
             break
         grid = target.view_grid(settings.augmentations, generator)
-        loss, plain = step_loss(drawing(points), target, grid)
         optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        if settings.chunk_images:
+            loss, plain = step_backward(drawing(points), target, grid, settings.chunk_images)
+        else:
+            loss, plain = step_loss(drawing(points), target, grid)
+            loss.sum().backward()
         evaluating = step % settings.eval_every == 0
         before = points.detach().clone() if evaluating or frozen is not None else None
         if frozen is not None:
