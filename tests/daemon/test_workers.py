@@ -201,10 +201,13 @@ def test_a_closed_worker_refuses_a_job_instead_of_restarting(test_weights_dir):
     assert worker.info()["state"] == "stopped" and worker.restarts == 0
 
 
-def test_a_worker_killed_during_a_job_is_started_again_before_the_job_fails(test_weights_dir):
+def test_a_killed_worker_is_started_again_before_its_job_fails_or_the_next_one_runs(
+    test_weights_dir,
+):
     """The restart is part of failing the job, not left to the next job: by the time ``run``
     raises, a new process is starting (the HTTP test above would only see a missing restart
-    as a long wait timing out)."""
+    as a long wait timing out). One that died while idle is started again by the next job,
+    which then runs rather than failing."""
     from types import SimpleNamespace
 
     from daemon_helpers import png_bytes, tiny_settings
@@ -239,7 +242,14 @@ def test_a_worker_killed_during_a_job_is_started_again_before_the_job_fails(test
             image=png_bytes(),
             settings=protocol.parse_settings(tiny_settings(iterations=2)).to_json(),
         )
+        idle_pid = worker.info()["pid"]
+        os.kill(idle_pid, signal.SIGKILL)  # dead while idle: the next job must not pay for it
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{idle_pid}/maps") and "libtorch" in _maps(idle_pid):
+            assert time.monotonic() < deadline, "the killed process is still there"
+            time.sleep(0.05)
         body = worker.run(again, lambda *_: None, lambda: False)
-        assert body["steps_run"] == 2 and worker.restarts == 1
+        assert body["steps_run"] == 2 and worker.restarts == 2
+        assert worker.info()["pid"] not in (idle_pid, doomed_pid)
     finally:
         worker.close()
