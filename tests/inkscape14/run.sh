@@ -56,7 +56,7 @@ cannot() {
 		echo "$SAY cannot run the Inkscape 1.4 tests: $1" >&2
 		exit 1
 	fi
-	echo "$SAY skipped (the rest of the tests still ran): $1"
+	echo "$SAY the Inkscape 1.4 tests are skipped: $1"
 	exit 0
 }
 
