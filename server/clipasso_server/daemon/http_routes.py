@@ -247,7 +247,11 @@ async def _read_job_request(request: web.Request, context: DaemonContext) -> pro
 async def _cached_job(context: DaemonContext, key: str) -> str | None:
     """A finished job with this cache key whose stored result is whole; a damaged one is
     dropped (and its job marked failed) so that the request runs afresh."""
-    cached = await _in_thread(context.store.cache_lookup, key)
+
+    def key_of(record: dict[str, Any]) -> str | None:
+        return context.engine.cache_key(record["image_sha256"], record["settings"])
+
+    cached = await _in_thread(context.store.cache_lookup, key, key_of)
     if cached is None or context.queue.state(cached) != protocol.DONE:
         return None
     if context.queue.result_in_memory(cached) is not None:

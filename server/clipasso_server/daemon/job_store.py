@@ -20,7 +20,9 @@ import json
 import logging
 import math
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,74 @@ _OPTIONAL_FIELDS: dict[str, tuple[type | None, ...]] = {
     "reason": (str, None),
     "step_time_s": (int, float, None),
 }
+
+
+#: the largest store file of each kind that is read back; anything bigger is damage (a 1 GB
+#: sparse result was once read whole into memory)
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+MAX_THUMBNAIL_BYTES = 4 * 1024 * 1024
+MAX_CACHE_ENTRY_BYTES = 4096
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+class StoreFileError(Exception):
+    """A store file that is not a regular file of a sane size (a FIFO, a folder, a symlink,
+    a huge sparse file): damage, never read. The message names no path."""
+
+
+def read_store_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of the store file ``path``, None when there is none.
+
+    Opened without following a symlink and without blocking (a FIFO would hang the reading
+    thread for ever, and with it start-up or shutdown), then checked to be a regular file of
+    at most ``limit`` bytes; StoreFileError otherwise, and for any error reading it.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symlink; ENXIO: a socket; EACCES...
+        raise StoreFileError(f"it cannot be opened as a plain file ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreFileError("it is not a regular file")
+        if info.st_size > limit:
+            raise StoreFileError(f"it is {info.st_size:,} bytes, more than the {limit:,} allowed")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total) or 1):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise StoreFileError(f"it grew past the {limit:,} bytes allowed")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StoreFileError(f"it cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def remove_damaged(path: Path) -> None:
+    """Delete a damaged store file; one that cannot be unlinked (a folder) is renamed aside to
+    ``<name>.bad`` so that it is never looked at again."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError:
+        try:
+            os.replace(path, path.with_name(path.name + ".bad"))
+        except OSError as exc:
+            log.warning("cannot remove the damaged store file %s: %s", path, exc.strerror)
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether ``path`` itself (not what a symlink names) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class DamagedResultError(Exception):
@@ -205,22 +275,109 @@ class JobStore:
 
         A record that cannot be read or fails :func:`record_problem` is renamed aside to
         ``<id>.json.bad`` (kept for a person to look at, never read again) and logged once, so
-        one damaged file never stops the daemon from starting.
+        one damaged file never stops the daemon from starting. A finished job whose record
+        was lost but whose result is intact gets a record rebuilt from the result, so it is
+        served again; files no record owns (results, partials, thumbnails, cache entries) are
+        deleted.
         """
         records = []
         for path in self.jobs_dir.glob("*.json"):
             if not protocol.is_job_id(path.stem):
                 continue
-            record = _read_json(path)
-            problem = (
-                "it is not valid JSON" if record is None else record_problem(record, path.stem)
-            )
+            try:
+                record = _read_json(path, MAX_RECORD_BYTES)
+            except StoreFileError as exc:
+                record, problem = None, str(exc)
+            else:
+                problem = (
+                    "it is not valid JSON" if record is None else record_problem(record, path.stem)
+                )
             if problem is not None:
                 self._set_aside(path, problem)
                 continue
             records.append(record)
+        known = {record["id"] for record in records}
+        for record in self._rebuilt_records(known):
+            records.append(record)
+            known.add(record["id"])
+        self._prune_orphans(known)
         records.sort(key=lambda r: (r["created_at"], r["id"]))
         return records
+
+    def _rebuilt_records(self, known: set[str]) -> list[dict[str, Any]]:
+        """Records for the intact results no sound record owns (the record was damaged and
+        set aside, or lost): a finished job is all a result can tell of. Whatever the set-aside
+        record still says of the job's name, image and times is kept."""
+        rebuilt = []
+        for path in self.results_dir.glob("*.json"):
+            job_id = path.stem
+            if not protocol.is_job_id(job_id) or job_id in known:
+                continue
+            try:
+                body = self._checked_body(self.results_dir, job_id)  # drops a damaged one
+            except DamagedResultError:
+                continue
+            if body is None:
+                continue
+            record = self._record_from_result(job_id, json.loads(body), path)
+            if record_problem(record, job_id) is not None:
+                continue  # settings this daemon cannot read: pruned as an orphan below
+            try:
+                self.save_record(record)
+            except OSError as exc:
+                log.warning("cannot save the rebuilt record of job %s: %s", job_id, exc.strerror)
+            log.warning("rebuilt the record of job %s from its intact result", job_id)
+            rebuilt.append(record)
+        return rebuilt
+
+    def _record_from_result(self, job_id: str, result: dict[str, Any], path: Path) -> dict:
+        try:
+            finished = os.lstat(path).st_mtime
+        except OSError:
+            finished = 0.0
+        try:
+            old = _read_json(self.jobs_dir / f"{job_id}.json.bad", MAX_RECORD_BYTES)
+        except StoreFileError:
+            old = None
+        old = old if isinstance(old, dict) else {}
+        settings = result.get("settings") or {}
+        iterations = settings.get("iterations") if isinstance(settings, dict) else None
+        record: dict[str, Any] = {
+            "id": job_id,
+            "name": "",
+            "settings": settings,
+            "image_sha256": "",
+            "created_at": finished,
+            "state": protocol.DONE,
+            "started_at": None,
+            "finished_at": finished,
+            "step": result.get("steps_run", iterations or 0),
+            "total": iterations or 0,
+            "best_loss": {},
+            "error": None,
+            "reason": None,
+            "step_time_s": None,
+        }
+        for name in ("name", "image_sha256", "created_at", "started_at"):
+            value = old.get(name)
+            types = _OPTIONAL_FIELDS.get(name, (int, float))
+            if value is not None and _type_problem(value, types) is None:
+                record[name] = value
+        return record
+
+    def _prune_orphans(self, known: set[str]) -> None:
+        """Delete results, partials and thumbnails of jobs that have no record, then the cache
+        entries whose result is gone: never served, they would only fill the disk."""
+        for directory, suffix in (
+            (self.results_dir, ".json"),
+            (self.partials_dir, ".json"),
+            (self.thumbnails_dir, ".jpg"),
+        ):
+            for path in directory.glob(f"*{suffix}"):
+                if protocol.is_job_id(path.stem) and path.stem not in known:
+                    log.info("deleting %s: no job record owns it", path.relative_to(self.root))
+                    remove_damaged(path)
+        self.prune_cache()
 
     def _set_aside(self, path: Path, problem: str) -> None:
         aside = path.with_name(path.name + ".bad")
@@ -276,19 +433,17 @@ class JobStore:
             return None
         path = directory / f"{job_id}.json"
         try:
-            body = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
+            body = read_store_file(path, MAX_RESULT_BYTES)
+            if body is None:
+                return None
             result = json.loads(body, parse_constant=_refuse_constant)
             protocol.validate_result(result)
             if result.get("id") != job_id:
                 raise ValueError("it belongs to another job")
-        except (ValueError, RecursionError) as exc:  # ProtocolError is a ValueError
+        except (ValueError, RecursionError, StoreFileError) as exc:  # ProtocolError: ValueError
             problem = exc.message if isinstance(exc, protocol.ProtocolError) else str(exc)
             log.warning("dropping the damaged result %s: %s", path, problem[:200])
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            remove_damaged(path)
             raise DamagedResultError(
                 f"its stored result was damaged ({problem[:120]}) and has been deleted; "
                 "submit the job again"
@@ -300,7 +455,7 @@ class JobStore:
         self.result_bytes(job_id)
 
     def has_result(self, job_id: str) -> bool:
-        return protocol.is_job_id(job_id) and (self.results_dir / f"{job_id}.json").is_file()
+        return protocol.is_job_id(job_id) and is_regular_file(self.results_dir / f"{job_id}.json")
 
     # --- thumbnails -------------------------------------------------------------------
 
@@ -314,20 +469,51 @@ class JobStore:
         """A job's thumbnail, or None if it has none."""
         if not protocol.is_job_id(job_id):
             return None
+        path = self.thumbnails_dir / f"{job_id}.jpg"
         try:
-            return (self.thumbnails_dir / f"{job_id}.jpg").read_bytes()
-        except FileNotFoundError:
+            return read_store_file(path, MAX_THUMBNAIL_BYTES)
+        except StoreFileError as exc:
+            log.warning("dropping the damaged thumbnail %s: %s", path, exc)
+            remove_damaged(path)
             return None
 
     # --- cache ------------------------------------------------------------------------
 
-    def cache_lookup(self, key: str) -> str | None:
-        """The id of a finished job with this cache key whose result is still on disk."""
-        entry = _read_json(self.cache_dir / f"{key}.json")
+    def load_record(self, job_id: str) -> dict[str, Any] | None:
+        """One job's sound record from disk, or None."""
+        if not protocol.is_job_id(job_id):
+            return None
+        try:
+            record = _read_json(self.jobs_dir / f"{job_id}.json", MAX_RECORD_BYTES)
+        except StoreFileError:
+            return None
+        return record if record_problem(record, job_id) is None else None
+
+    def cache_lookup(
+        self, key: str, key_of: Callable[[dict[str, Any]], str | None] | None = None
+    ) -> str | None:
+        """The id of a finished job with this cache key whose result is still on disk.
+
+        With ``key_of`` (a job record -> the key its image and settings give now), the entry's
+        job must give this very key: an entry naming another job (edited, or damaged) would
+        serve that job's sketch for this request; such an entry is deleted.
+        """
+        path = self.cache_dir / f"{key}.json"
+        entry = _read_cache_entry(path)
         job_id = entry.get("id") if isinstance(entry, dict) else None
-        if isinstance(job_id, str) and self.has_result(job_id):
-            return job_id
-        return None
+        if not isinstance(job_id, str) or not self.has_result(job_id):
+            return None
+        if key_of is not None:
+            record = self.load_record(job_id)
+            if record is None or key_of(record) != key:
+                log.warning(
+                    "dropping the cache entry %s: it names job %s of another request",
+                    path.name,
+                    job_id,
+                )
+                remove_damaged(path)
+                return None
+        return job_id
 
     def cache_store(self, key: str, job_id: str) -> None:
         atomic_write(self.cache_dir / f"{key}.json", _dumps({"id": job_id}))
@@ -353,13 +539,12 @@ class JobStore:
         """Delete cache entries whose result is gone; how many were deleted."""
         removed = 0
         for path in self.cache_dir.glob("*.json"):
-            entry = _read_json(path)
+            entry = _read_cache_entry(path)
             job_id = entry.get("id") if isinstance(entry, dict) else None
             if isinstance(job_id, str) and self.has_result(job_id):
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
+            remove_damaged(path)
+            removed += 1
         return removed
 
 
@@ -376,8 +561,20 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, limit: int) -> Any:
+    """A store file's JSON; None when it is missing or not JSON; StoreFileError when it is
+    not a regular file of at most ``limit`` bytes."""
+    data = read_store_file(path, limit)
+    if data is None:
+        return None
     try:
-        return json.loads(path.read_bytes(), parse_constant=_refuse_constant)
-    except (OSError, ValueError, RecursionError):
+        return json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _read_cache_entry(path: Path) -> Any:
+    try:
+        return _read_json(path, MAX_CACHE_ENTRY_BYTES)
+    except StoreFileError:
         return None
