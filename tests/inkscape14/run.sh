@@ -61,7 +61,7 @@ cannot() {
 }
 
 [ "$(id -u)" = 0 ] || cannot "building and entering the Inkscape 1.4 root needs root (sudo make test-inkscape14)"
-for program in unshare chroot mount sha256sum; do
+for program in unshare chroot mount flock sha256sum; do
 	command -v "$program" >/dev/null || cannot "no '$program' here"
 done
 if ! command -v mmdebstrap >/dev/null; then
