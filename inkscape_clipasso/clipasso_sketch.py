@@ -8,6 +8,11 @@ is an AbortExtension, so Inkscape shows the message and keeps the document as it
 is written to stdout (it carries the document) nor, on success, to stderr (which would open a
 dialog that blocks batch runs): selected objects that are not images are skipped silently and
 listed on the new layers instead.
+
+The user may choose not to wait: the jobs are then submitted detached, the layers inserted at
+once with whatever strokes the daemon has so far (else empty levels), each named as running and
+recording its job, and Extensions > CLIPasso > Update sketches (clipasso_update.py) brings the
+newer strokes in later. By default that happens when the daemon expects more than a minute.
 """
 
 from __future__ import annotations
@@ -34,12 +39,15 @@ from inkscape_clipasso.image_source import (
     split_selection,
 )
 from inkscape_clipasso.job_runner import JobOutcome, WaitOptions, run_jobs
+from inkscape_clipasso.layer_state import read_record
+from inkscape_clipasso.layer_update import UpdateError, apply_result
 from inkscape_clipasso.layers import (
     LayerOptions,
     build_sketch_layer,
+    empty_result,
     ns,
     parent_label,
-    unfinished_job,
+    unfinished_layer,
     visible_levels,
 )
 from inkscape_clipasso.links import anchor_relative_links
@@ -52,6 +60,11 @@ REQUEST_TIMEOUT_S = 30.0
 TIME_LIMITS = ("600", "120", "3600", "0")
 #: Beyond the engine's own budget, time for loading models and moving the results.
 GRACE_S, GRACE_FRACTION = 30.0, 0.1
+#: "When to insert": after the wait, at once, or at once when the daemon expects the jobs to
+#: take longer than this many seconds ("auto", the default).
+WHEN_CHOICES = ("auto", "wait", "now")
+AUTO_NOW_BEYOND_S = 60.0
+UPDATE_HINT = "Extensions > CLIPasso > Update sketches brings in the newer strokes."
 SELECT_HINT = (
     "Select one or more bitmap images (an imported photo: File > Import, then click it) "
     "and run Extensions > CLIPasso > Sketch again."
@@ -82,6 +95,9 @@ class ClipassoSketch(inkex.EffectExtension):
         pars.add_argument("--remove_background", type=inkex.Boolean, default=False)
         pars.add_argument(
             "--time_limit", default=TIME_LIMITS[0], choices=TIME_LIMITS, help="seconds; 0: none"
+        )
+        pars.add_argument(
+            "--when", default=WHEN_CHOICES[0], choices=WHEN_CHOICES, help="when to insert"
         )
         # Daemon
         pars.add_argument("--url", default=protocol.DEFAULT_URL)
@@ -117,20 +133,32 @@ class ClipassoSketch(inkex.EffectExtension):
             ]
             client = DaemonClient(self.options.url, self.options.token, REQUEST_TIMEOUT_S)
             keep = self.options.on_time_limit == "keep"
+            # not waiting leaves the jobs running after we return: the daemon must keep them
+            detached = keep or self.options.when != "wait"
             job_settings = [self._job_settings(settings, source) for source in sources]
             bodies = [
-                protocol.build_job_request(source.data, chosen, source.name, detached=keep)
+                protocol.build_job_request(source.data, chosen, source.name, detached=detached)
                 for source, chosen in zip(sources, job_settings, strict=True)
             ]
-            # a job an earlier run left running for the same photo and settings is waited for
-            resume = [
-                unfinished_job(self.svg, source.element.get("id") or "", source.data, chosen)
+            # a layer an earlier run inserted unfinished for the same photo and settings: its
+            # job is waited for (not submitted again) and its layer updated (not doubled)
+            earlier = [
+                unfinished_layer(self.svg, source.element.get("id") or "", source.data, chosen)
                 for source, chosen in zip(sources, job_settings, strict=True)
             ]
+            resume = [None if layer is None else layer.get(ns("job")) for layer in earlier]
             outcomes = run_jobs(client, bodies, self._wait_options(keep), resume=resume)
+            results = [
+                outcome.result
+                if outcome.result is not None
+                else empty_result(outcome.job_id, chosen, self._pixels(source))
+                for outcome, chosen, source in zip(outcomes, job_settings, sources, strict=True)
+            ]
         except (protocol.ProtocolError, ValueError, ImageError, DaemonError) as exc:
             raise inkex.AbortExtension(str(exc)) from None
-        self._insert(sources, outcomes, [display_name(element) for element in others])
+        self._insert(
+            sources, outcomes, results, earlier, [display_name(element) for element in others]
+        )
         # Inkscape 1.4 breaks relative links of documents under its temporary folder: see links.py
         anchor_relative_links(self.svg, self.options.input_file)
 
@@ -154,7 +182,22 @@ class ClipassoSketch(inkex.EffectExtension):
             poll_interval=max(0.01, self.options.poll_interval),
             on_submitted=self._open_live_view if self.options.live_view else None,
             abandoned=output_closed,
+            insert_now_beyond_s={"auto": AUTO_NOW_BEYOND_S, "now": 0.0}.get(self.options.when),
         )
+
+    @staticmethod
+    def _pixels(source: SourceImage) -> tuple[int, int]:
+        """The bitmap's size from its header (for empty levels' clip), else the element's."""
+        size = bitmap_size(source.data)
+        if size is not None and min(size) > 0:
+            return size
+        try:
+            return (
+                max(1, round(float(source.element.get("width") or 1))),
+                max(1, round(float(source.element.get("height") or 1))),
+            )
+        except ValueError:  # "3cm": the shape is what matters, and it is unknown
+            return (1, 1)
 
     def _open_live_view(self, job_ids: list[str]) -> None:
         """Inkscape shows no progress: the daemon's page for the job does."""
@@ -217,10 +260,17 @@ class ClipassoSketch(inkex.EffectExtension):
         return protocol.parse_settings({**settings.to_json(), "width": round(canvas, 4)})
 
     def _insert(
-        self, sources: list[SourceImage], outcomes: list[JobOutcome], ignored: list[str]
+        self,
+        sources: list[SourceImage],
+        outcomes: list[JobOutcome],
+        results: list[dict],
+        earlier: list[inkex.BaseElement | None],
+        ignored: list[str],
     ) -> None:
         """Build every layer first, then add them all: a failure leaves the document alone.
 
+        A source with an ``earlier`` unfinished layer of the same photo and settings gets that
+        layer updated in place (layer_update: edited levels are kept) instead of a second one.
         ``ignored`` (selected objects that are not images) is recorded on each parent layer
         rather than reported, since any stderr output would open a dialog on success; so are
         the wait and the daemon's estimate.
@@ -228,11 +278,20 @@ class ClipassoSketch(inkex.EffectExtension):
         taken = {str(value) for value in self.svg.xpath("//@id")}
         labels = [str(value) for value in self.svg.xpath("//@inkscape:label")]
         layer_options = LayerOptions(
-            self._output_width(), self.options.visible_level, bool(self.options.clip)
+            self._output_width(),
+            self.options.visible_level,
+            bool(self.options.clip),
+            url=self.options.url.strip().rstrip("/"),
         )
         built = []
-        for source, outcome in zip(sources, outcomes, strict=True):
-            result = outcome.result
+        for source, outcome, result, layer in zip(sources, outcomes, results, earlier, strict=True):
+            record = read_record(layer) if layer is not None else None
+            if record is not None:
+                try:
+                    apply_result(self.svg, layer, record, result, taken)
+                    continue
+                except UpdateError:
+                    pass  # a new layer then, as for any other run
             placement = place_image(
                 source.element, result["image"]["width"], result["image"]["height"]
             )
@@ -244,6 +303,10 @@ class ClipassoSketch(inkex.EffectExtension):
                 result.get("steps_run", result.get("step")),
                 int(result["settings"]["iterations"]),
             )
+            if outcome.cached:
+                note = f"The daemon had this sketch already. {note}"
+            if result.get("partial"):
+                note = f"{note} Inserted while the job was running. {UPDATE_HINT}"
             built.append(
                 build_sketch_layer(
                     source.element,

@@ -59,10 +59,13 @@ def describe(
             f"The daemon estimated {format_duration(estimate.seconds)} when its speed was "
             f"first known{f', {rate}' if rate else ''}."
         )
-        if estimate.steps_per_s and steps_run is not None and steps_run < iterations:
-            whole = iterations / estimate.steps_per_s
-            parts.append(
-                f"It ran {steps_run} of {iterations} steps; all of them would take about "
-                f"{format_duration(whole)}."
-            )
+    # the steps are said whatever the estimate (none for a cached or a multi-photo run)
+    if steps_run is not None and steps_run < iterations:
+        whole = ""
+        if estimate is not None and estimate.steps_per_s:
+            all_s = iterations / estimate.steps_per_s
+            whole = f"; all of them would take about {format_duration(all_s)}"
+        parts.append(f"It ran {steps_run} of {iterations} steps{whole}.")
+    elif steps_run is not None:
+        parts.append(f"It ran all {iterations} steps.")
     return " ".join(parts)

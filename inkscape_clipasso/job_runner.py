@@ -6,6 +6,11 @@ the daemon knows how long the jobs will take, the estimate is kept for the layer
 against the time left. When the wait's deadline passes, the jobs are either cancelled (and the
 run fails) or, when the user chose to keep the work, left running in the daemon (they were
 submitted detached) while their best strokes so far are fetched and inserted.
+
+The user may also choose not to wait at all ("insert now, update later"), or not to wait when
+the daemon expects the jobs to take longer than about a minute: then the wait ends as soon as
+the jobs are submitted (or the estimate is known), they are left running, and whatever strokes
+the daemon has so far (possibly none) come back, for layers that Update sketches finishes.
 """
 
 from __future__ import annotations
@@ -42,16 +47,23 @@ class WaitOptions:
     poll_interval: float = 0.5
     on_submitted: Callable[[list[str]], None] | None = None
     abandoned: Callable[[], bool] | None = None
+    #: end the wait and leave the jobs running once the daemon's estimate exceeds this many
+    #: seconds (0: right after submitting; None: wait as above). The jobs must be detached.
+    insert_now_beyond_s: float | None = None
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """One job's result (final, or best so far with ``"partial": true``), the daemon's first
-    estimate for the run (None if it never gave one) and how long the wait took."""
+    """One job's result (final, or best so far with ``"partial": true``; None: inserted
+    before the daemon had any strokes), the daemon's first estimate for the run (None if it
+    never gave one), how long the wait took, the job's id and whether the daemon answered
+    from its cache."""
 
-    result: dict[str, Any]
+    result: dict[str, Any] | None
     estimate: Estimate | None
     waited_s: float
+    job_id: str = ""
+    cached: bool = False
 
 
 def _eta(status: dict[str, Any]) -> float | None:
@@ -98,11 +110,18 @@ def run_jobs(
     statuses: dict[str, dict[str, Any]] = {}
     estimate: Estimate | None = None
     leave_running = False
+    cached: set[str] = set()
+    early = False
     try:
         for index, body in enumerate(bodies):
             earlier = resume[index] if index < len(resume) else None
             job_id = _still_there(client, earlier, remaining()) if earlier else None
-            job_ids.append(job_id or client.submit(body, remaining())["id"])
+            if job_id is None:
+                answer = client.submit(body, remaining())
+                job_id = answer["id"]
+                if answer.get("cached"):
+                    cached.add(job_id)
+            job_ids.append(job_id)
         if options.on_submitted is not None:
             options.on_submitted(list(job_ids))
         delay = min(0.05, options.poll_interval)
@@ -126,15 +145,26 @@ def run_jobs(
                     and is_far_beyond(estimate, end - clock())
                 ):
                     raise DaemonError(too_long_message(estimate, limit))
+            beyond = options.insert_now_beyond_s
+            if (
+                beyond is not None
+                and len(finished) < len(job_ids)
+                and (beyond <= 0 or (estimate is not None and estimate.seconds > beyond))
+            ):
+                leave_running = early = True  # insert now, the jobs go on (detached)
+                break
             if len(finished) < len(job_ids):
                 sleep(min(delay, max(0.0, end - clock())))
                 delay = min(delay * 2, options.poll_interval)
         results = [
-            _fetch(client, job_id, job_id not in finished, remaining, leave_running)
+            _fetch(client, job_id, job_id not in finished, remaining, leave_running, early)
             for job_id in job_ids
         ]
         waited = clock() - start
-        return [JobOutcome(result, estimate, waited) for result in results]
+        return [
+            JobOutcome(result, estimate, waited, job_id, job_id in cached)
+            for result, job_id in zip(results, job_ids, strict=True)
+        ]
     except BaseException as exc:
         if not leave_running:
             for job_id in job_ids:
@@ -187,8 +217,10 @@ def _fetch(
     partial: bool,
     remaining: Callable[[], float],
     late: bool,
-) -> dict[str, Any]:
-    """The final result, or (``partial``) the best strokes so far of a job left running."""
+    empty_ok: bool = False,
+) -> dict[str, Any] | None:
+    """The final result, or (``partial``) the best strokes so far of a job left running
+    (None when it has none yet and ``empty_ok``: inserting before the strokes exist)."""
     timeout = min(client.request_timeout, LATE_REQUEST_S) if late else remaining()
     if not partial:
         return client.result(job_id, timeout)
@@ -197,6 +229,8 @@ def _fetch(
     except DaemonRefusedError as exc:
         if exc.code != "not_ready":
             raise
+        if empty_ok:
+            return None
         raise DaemonError(
             "The time limit was reached before the daemon had any strokes to show, so nothing "
             "was inserted. The job keeps running in the daemon: run the extension again on the "

@@ -19,16 +19,21 @@ from typing import Any
 import inkex
 
 from inkscape_clipasso import protocol
+from inkscape_clipasso.layer_state import (
+    CLIPASSO_NS,
+    RUNNING,
+    Progress,
+    SketchRecord,
+    ns,
+    progress_of,
+    seal_level,
+    sketch_layers,
+    with_progress,
+    write_record,
+)
 from inkscape_clipasso.placement import Box, ImagePlacement, own_transform
 
-#: Namespace of the attributes that record how a sketch was made.
-CLIPASSO_NS = "https://clipasso-inkscape.invalid/ns/1"
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def ns(name: str) -> str:
-    """An attribute name in the CLIPasso namespace."""
-    return f"{{{CLIPASSO_NS}}}{name}"
 
 
 def visible_levels(levels: Sequence[int], choice: str) -> set[int]:
@@ -75,14 +80,6 @@ def parent_label(name: str, existing_labels: Iterable[str]) -> str:
     return stem if not numbers else f"{stem} ({max(numbers) + 1})"
 
 
-def unfinished_note(result: dict[str, Any]) -> str | None:
-    """ "unfinished (step k of N)" for a best-so-far result, None for a finished one."""
-    if not result.get("partial"):
-        return None
-    total = result["settings"].get("iterations")
-    return f"unfinished (step {int(result.get('step') or 0)} of {total})"
-
-
 def _num(value: float) -> str:
     text = f"{value:.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
@@ -112,11 +109,86 @@ def _stroke_style(color: str, width: float) -> str:
 class LayerOptions:
     """How to draw: ``stroke_width`` in root user units, or None to scale the daemon's widths
     with the image; ``visible`` as :func:`visible_levels` takes it; ``clip``: clip the level
-    layers to the photo's visible area (the paths themselves stay whole and editable)."""
+    layers to the photo's visible area (the paths themselves stay whole and editable);
+    ``url``: the daemon's, recorded so that Update sketches can find the job again."""
 
     stroke_width: float | None = None
     visible: str = "most"
     clip: bool = True
+    url: str = ""
+
+
+def empty_result(
+    job_id: str, settings: protocol.SketchSettings, size: tuple[int, int]
+) -> dict[str, Any]:
+    """A result with every level and no strokes yet, for a job inserted before the daemon had
+    any (``size``: the bitmap's pixels, for the photo's clip); its progress is running."""
+    return {
+        "id": job_id,
+        "image": {"width": size[0], "height": size[1]},
+        "levels": [{"strokes": count, "paths": []} for count in settings.levels],
+        "settings": settings.to_json(),
+        "models": {},
+        "version": "",
+        "partial": True,
+    }
+
+
+def level_label(count: int, progress: Progress | None) -> str:
+    """``16 strokes``, with the job's progress when it is not finished."""
+    return with_progress(f"{count} strokes", progress)
+
+
+def fill_level(
+    layer: inkex.BaseElement,
+    level: dict[str, Any],
+    placement: ImagePlacement,
+    stroke_width: float | None,
+    taken_ids: set[str],
+) -> None:
+    """Put ``level``'s strokes (bitmap pixels) into ``layer`` as plain paths in root user
+    units, record its seed and loss, and seal the digest that tells a later update whether
+    the user has changed them. Path ids are ``<layer id>-stroke-<n>``, made unique against
+    ``taken_ids`` (which gets them)."""
+    for key in ("seed", "loss"):
+        if level.get(key) is None:
+            layer.attrib.pop(ns(key), None)
+    if level.get("seed") is not None:
+        layer.set(ns("seed"), str(level["seed"]))
+    if level.get("loss") is not None:
+        layer.set(ns("loss"), repr(float(level["loss"])))
+    stem = layer.get("id") or "clipasso-level"
+    for index, stroke in enumerate(level["paths"], start=1):
+        width = (
+            stroke_width
+            if stroke_width is not None
+            else float(stroke["width"]) * placement.linear_scale
+        )
+        path = inkex.PathElement()
+        path_id = f"{stem}-stroke-{index}"
+        while path_id in taken_ids:
+            path_id += "-new"
+        path.set("id", path_id)
+        path.set("d", stroke_d(stroke["points"], placement))
+        path.set("style", _stroke_style(stroke["color"], width))
+        layer.append(path)
+        taken_ids.add(path_id)
+    seal_level(layer)
+
+
+def record_result(parent: inkex.BaseElement, result: dict[str, Any]) -> None:
+    """The daemon's side of the record: version, models, seed, steps and why it stopped."""
+    if result.get("version"):
+        parent.set(ns("version"), result["version"])
+    if result.get("models"):
+        parent.set(ns("models"), json.dumps(result["models"], sort_keys=True))
+    parent.set(ns("seed"), str(result["settings"].get("seed", 0)))
+    for key in ("steps_run", "stop_reason"):
+        name = ns(key.replace("_", "-"))
+        if result.get(key) is not None:
+            parent.set(name, str(result[key]))
+        else:
+            parent.attrib.pop(name, None)
 
 
 def build_sketch_layer(
@@ -131,36 +203,39 @@ def build_sketch_layer(
 ) -> tuple[inkex.Layer, list[inkex.BaseElement]]:
     """(the parent layer, the defs it needs) for one image's result, not yet in the document.
 
-    ``label`` is the parent layer's full label (see :func:`parent_label`); a best-so-far
-    result adds "unfinished (step k of N)" to it. ``description`` (how long it took or was
-    estimated to take) becomes the layer's ``<desc>``, which Inkscape shows in Object
-    Properties. ``image_data`` (the bitmap sent) is recorded as its hash, so a later run can
-    tell a layer of the very same photo. ``taken_ids`` gets the new ids added, so several
-    images in one run never collide.
+    ``label`` is the parent layer's full label (see :func:`parent_label`); a sketch that is not
+    finished says so in every layer's name ("running: step 40 of 2000", "unfinished: step 300
+    of 2000 (time limit)"). ``description`` (how long it took or was estimated to take) becomes
+    the layer's ``<desc>``, which Inkscape shows in Object Properties. ``image_data`` (the
+    bitmap sent) is recorded as its hash, so a later run can tell a layer of the very same
+    photo. The job, the daemon's URL and the settings are recorded (layer_state) so Update
+    sketches can finish it. ``taken_ids`` gets the new ids added, so several images in one run
+    never collide.
     """
     base = unique_base(image.get("id") or "", taken_ids)
     parent = inkex.Layer(nsmap={"clipasso": CLIPASSO_NS})
     parent.set("id", base)
     parent.set("inkscape:groupmode", "layer")
-    note = unfinished_note(result)
-    parent.set("inkscape:label", label if note is None else f"{label}, {note}")
+    settings = result["settings"]
+    progress = progress_of(result, int(settings["iterations"]))
+    parent.set("inkscape:label", with_progress(label, progress))
     if description:
         desc = inkex.Desc()
         desc.text = description
         parent.append(desc)
-    parent.set(ns("source"), image.get("id") or "")
-    if image_data is not None:
-        parent.set(ns("image-sha256"), hashlib.sha256(image_data).hexdigest())
-    parent.set(ns("job"), result["id"])
-    parent.set(ns("version"), result["version"])
-    parent.set(ns("seed"), str(result["settings"].get("seed", 0)))
-    parent.set(ns("settings"), json.dumps(result["settings"], sort_keys=True))
-    parent.set(ns("models"), json.dumps(result["models"], sort_keys=True))
-    for key in ("steps_run", "stop_reason", "step"):
-        if result.get(key) is not None:
-            parent.set(ns(key.replace("_", "-")), str(result[key]))
-    if note is not None:
-        parent.set(ns("partial"), "true")
+    write_record(
+        parent,
+        SketchRecord(
+            job=result["id"],
+            url=options.url,
+            settings=settings,
+            source=image.get("id") or "",
+            progress=progress,
+            image_sha256=None if image_data is None else hashlib.sha256(image_data).hexdigest(),
+            stroke_width=options.stroke_width,
+        ),
+    )
+    record_result(parent, result)
     new_ids = [base]
     defs: list[inkex.BaseElement] = []
 
@@ -177,33 +252,42 @@ def build_sketch_layer(
 
     levels = result["levels"]
     shown = visible_levels([level["strokes"] for level in levels], options.visible)
+    level_progress = progress if progress.state != "done" else None
     for level in levels:
         count = level["strokes"]
-        layer = inkex.Layer.new(f"{count} strokes")
+        layer = inkex.Layer.new(level_label(count, level_progress))
         layer.set("id", f"{base}-level-{count}")
         layer.set(ns("strokes"), str(count))
-        layer.set(ns("seed"), str(level["seed"]))
-        layer.set(ns("loss"), repr(float(level["loss"])))
         if count not in shown:
             layer.set("style", "display:none")
         if viewport_clip is not None:
             layer.set("clip-path", f"url(#{viewport_clip.get('id')})")
         new_ids.append(layer.get("id"))
-        for index, stroke in enumerate(level["paths"], start=1):
-            width = (
-                options.stroke_width
-                if options.stroke_width is not None
-                else float(stroke["width"]) * placement.linear_scale
-            )
-            path = inkex.PathElement()
-            path.set("id", f"{base}-level-{count}-stroke-{index}")
-            path.set("d", stroke_d(stroke["points"], placement))
-            path.set("style", _stroke_style(stroke["color"], width))
-            layer.append(path)
-            new_ids.append(path.get("id"))
+        fill_level(layer, level, placement, options.stroke_width, taken_ids)
         parent.append(layer)
     taken_ids.update(new_ids)
     return parent, defs
+
+
+def unfinished_layer(
+    document: inkex.BaseElement,
+    image_id: str,
+    image_data: bytes,
+    settings: protocol.SketchSettings,
+) -> inkex.BaseElement | None:
+    """The latest sketch layer of this image, bitmap and settings whose job was still running
+    when it was inserted, or None: a new run of the same sketch updates it instead of adding
+    a second one."""
+    digest = hashlib.sha256(image_data).hexdigest()
+    found = None
+    for layer, record in sketch_layers(document):
+        if record.progress.state != RUNNING or record.source != image_id:
+            continue
+        if record.image_sha256 != digest:
+            continue
+        if protocol.parse_settings(record.settings) == settings:
+            found = layer
+    return found
 
 
 def unfinished_job(
@@ -212,22 +296,9 @@ def unfinished_job(
     image_data: bytes,
     settings: protocol.SketchSettings,
 ) -> str | None:
-    """The job id of the latest unfinished layer (best strokes so far, job left running) of
-    this image, bitmap and settings in the document, or None."""
-    digest = hashlib.sha256(image_data).hexdigest()
-    found = None
-    for layer in document.iter("{http://www.w3.org/2000/svg}g"):
-        if layer.get(ns("partial")) != "true" or layer.get(ns("source")) != image_id:
-            continue
-        if layer.get(ns("image-sha256")) != digest:
-            continue
-        try:
-            recorded = protocol.parse_settings(json.loads(layer.get(ns("settings")) or "null"))
-        except ValueError:  # ProtocolError is one too
-            continue
-        if recorded == settings and layer.get(ns("job")):
-            found = layer.get(ns("job"))
-    return found
+    """The job id of :func:`unfinished_layer`, or None."""
+    layer = unfinished_layer(document, image_id, image_data, settings)
+    return None if layer is None else layer.get(ns("job"))
 
 
 def _viewport_clip(box: Box, placement: ImagePlacement, clip_id: str) -> inkex.BaseElement:

@@ -75,7 +75,12 @@ def test_keep_is_the_default_and_submits_detached(photo_svg, fake_daemon):
     assert fake_daemon.requests[0].body["detached"] is True
     fake_daemon.requests.clear()
     run_extension(
-        photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2", "--on_time_limit=cancel"
+        photo_svg,
+        "--id=img1",
+        f"--url={fake_daemon.url}",
+        "--levels=2",
+        "--on_time_limit=cancel",
+        "--when=wait",  # not waiting leaves the job running: detached whatever the limit does
     )
     assert fake_daemon.requests[0].body["detached"] is False
 
@@ -94,7 +99,7 @@ def test_at_the_limit_the_best_so_far_is_inserted_and_the_job_left_running(
     parent = by_id(root, "clipasso-img1")
     (job,) = fake_daemon.jobs.values()
     step = min(job["polls"], 2000)
-    assert parent.get(LABEL) == f"CLIPasso: img1, unfinished (step {step} of 2000)"
+    assert parent.get(LABEL) == f"CLIPasso: img1, running: step {step} of 2000"
     assert parent.get(CLIPASSO + "partial") == "true"
     assert len(by_id(root, "clipasso-img1-level-3")) == 3
 
@@ -109,8 +114,10 @@ def test_at_the_limit_the_best_so_far_is_inserted_and_the_job_left_running(
     )
     assert second.status == 0, second.stderr
     assert len(fake_daemon.jobs) == 1  # no new job
-    finished = by_id(second.svg, "clipasso-img1-2")
-    assert finished.get(LABEL) == "CLIPasso: img1 (2)"
+    # the unfinished layer is updated in place, not doubled
+    assert not second.svg.xpath("//*[@id='clipasso-img1-2']")
+    finished = by_id(second.svg, "clipasso-img1")
+    assert finished.get(LABEL) == "CLIPasso: img1"
     assert finished.get(CLIPASSO + "partial") is None
     assert finished.get(CLIPASSO + "stop-reason") == "iterations"
 
@@ -218,7 +225,7 @@ def test_a_second_run_waits_for_the_job_the_first_left_running(
     assert second.status == 0, second.stderr
     assert "POST" not in methods(fake_daemon)
     assert list(fake_daemon.jobs) == [job_id]
-    finished = by_id(second.svg, "clipasso-img1-2")
+    finished = by_id(second.svg, "clipasso-img1")  # updated in place
     assert finished.get(CLIPASSO + "job") == job_id
     assert finished.get(CLIPASSO + "partial") is None
 

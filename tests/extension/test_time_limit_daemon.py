@@ -119,6 +119,7 @@ def sketch(document, url: str):
         f"--timeout={HANG_S:.0f}",
         "--poll_interval=0.05",
         "--on_time_limit=keep",
+        "--when=wait",  # this test is about the wait running out
     )
 
 
@@ -133,8 +134,8 @@ def test_unfinished_at_the_limit_then_finished_on_the_next_run(daemon, tmp_path,
         assert first.status == 0, first.stderr
         assert first.stderr == ""
         layer = by_id(first.svg, "clipasso-img1")
-        assert "unfinished (step " in layer.get(LABEL), layer.get(LABEL)
-        assert layer.get(LABEL).endswith(f" of {ITERATIONS})"), layer.get(LABEL)
+        assert ", running: step " in layer.get(LABEL), layer.get(LABEL)
+        assert layer.get(LABEL).endswith(f" of {ITERATIONS}"), layer.get(LABEL)
         (job,) = jobs(daemon)
         assert job["state"] == "running" and job["detached"] is True, job
         # the subject is time passing unpolled: twice --abandon-after, and still running
