@@ -38,6 +38,9 @@ def test_copy_into_a_profile(tmp_path, capsys):
     assert (target / "extension.inx").read_bytes() == (REPO / "extension.inx").read_bytes()
     # Inkscape 1.4's Extensions Gallery thumbnail: the .inx's name with .svg, beside it
     assert (target / "extension.svg").read_bytes() == (REPO / "extension.svg").read_bytes()
+    # Extensions > CLIPasso > Update sketches
+    update = (REPO / "extension_update.inx").read_bytes()
+    assert (target / "extension_update.inx").read_bytes() == update
     assert sorted(p.name for p in (target / "inkscape_clipasso").iterdir()) == EXPECTED
     assert not any(p.is_symlink() for p in target.rglob("*"))
     assert "restart Inkscape" in capsys.readouterr().out
@@ -49,6 +52,8 @@ def test_link(tmp_path):
     inx = target / "extension.inx"
     assert inx.is_symlink() and inx.resolve() == (REPO / "extension.inx").resolve()
     assert (target / "extension.svg").resolve() == (REPO / "extension.svg").resolve()
+    update = target / "extension_update.inx"
+    assert update.is_symlink() and update.resolve() == (REPO / "extension_update.inx").resolve()
     script = target / "inkscape_clipasso" / "clipasso_sketch.py"
     assert script.resolve() == (REPO / "inkscape_clipasso" / "clipasso_sketch.py").resolve()
 
@@ -82,9 +87,14 @@ def test_zip_for_the_extension_manager(tmp_path):
         names = archive.namelist()
         # the manager (1.2 and 1.4) names the folder after the first .inx's id and unpacks
         # every member under it as it is named; the 1.4 gallery's thumbnail is beside the .inx
-        assert [n for n in names if n.endswith(".inx")] == ["extension.inx"]
+        # the Sketch .inx first (its id names the folder), Update sketches' beside it
+        assert [n for n in names if n.endswith(".inx")] == ["extension.inx", "extension_update.inx"]
         assert not any(n.endswith("/") for n in names)
-        assert sorted(n for n in names if "/" not in n) == ["extension.inx", "extension.svg"]
+        assert sorted(n for n in names if "/" not in n) == [
+            "extension.inx",
+            "extension.svg",
+            "extension_update.inx",
+        ]
         assert archive.read("extension.svg") == (REPO / "extension.svg").read_bytes()
         assert sorted(n.split("/", 1)[1] for n in names if "/" in n) == EXPECTED
         inx = etree.fromstring(archive.read("extension.inx"))

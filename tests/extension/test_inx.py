@@ -13,6 +13,7 @@ from inkscape_clipasso import protocol
 from inkscape_clipasso.clipasso_sketch import ClipassoSketch
 
 INX = REPO / "extension.inx"
+UPDATE_INX = REPO / "extension_update.inx"
 NS = {"inx": "http://www.inkscape.org/namespace/inkscape/extension"}
 
 
@@ -32,6 +33,35 @@ class TestInx(InxMixin, unittest.TestCase):
         if not hasattr(self, "assertInxSchemaValid"):
             self.skipTest("this inkex (1.2) has no inx schema check")
         self.assertInxSchemaValid(str(INX))
+
+    def test_update_params_match_the_argument_parser(self):
+        self.assertInxIsGood(str(UPDATE_INX))
+
+    def test_update_schema(self):
+        if not hasattr(self, "assertInxSchemaValid"):
+            self.skipTest("this inkex (1.2) has no inx schema check")
+        self.assertInxSchemaValid(str(UPDATE_INX))
+
+
+def test_update_sketches_runs_without_a_dialog():
+    """Extensions > CLIPasso > Update sketches: its own effect, no dialog (every param hidden),
+    no live preview, the same submenu, its own script."""
+    from inkscape_clipasso.clipasso_update import ClipassoUpdate
+
+    root = etree.parse(str(UPDATE_INX)).getroot()
+    assert root.findtext("inx:id", namespaces=NS) == "org.clipasso.clipasso_update"
+    assert root.findtext("inx:name", namespaces=NS) == "Update sketches"
+    assert ClipassoUpdate.__name__ == "ClipassoUpdate"  # what inkex expects for that id
+    effect = root.find("inx:effect", NS)
+    assert effect.get("needs-live-preview") == "false"
+    submenus = effect.findall("inx:effects-menu/inx:submenu", NS)
+    assert [s.get("name") for s in submenus] == ["CLIPasso"]
+    params = root.findall(".//inx:param", NS)
+    assert params and all(p.get("gui-hidden") == "true" for p in params)
+    command = root.find("inx:script/inx:command", NS)
+    assert command.get("location") == "inx" and command.get("interpreter") == "python"
+    assert command.text == "inkscape_clipasso/clipasso_update.py"
+    assert (REPO / command.text).is_file()
 
 
 def inx() -> etree._Element:
@@ -126,6 +156,8 @@ def test_new_settings_sit_on_their_pages():
 
     limits = [o.get("value") for o in param("sketch", "time_limit").findall("inx:option", NS)]
     assert limits == ["600", "120", "3600", "0"]  # 10 min (default), 2 min, 1 h, no limit
+    when = [o.get("value") for o in param("sketch", "when").findall("inx:option", NS)]
+    assert when == ["auto", "wait", "now"]  # automatic (default): now beyond about a minute
     assert param("daemon", "live_view").text == "true"
     assert param("output", "clip").text == "true"
     choices = [o.get("value") for o in param("output", "on_time_limit").findall("inx:option", NS)]

@@ -26,6 +26,9 @@ from inkscape_clipasso import daemon_command
 #: The folder the extension is installed into, under the profile's extensions folder.
 FOLDER = "clipasso"
 INX_NAME = "extension.inx"
+#: Extensions > CLIPasso > Update sketches, a second effect of the same package (beside the
+#: first .inx: the Extension Manager names the folder after the first .inx in the zip).
+UPDATE_INX_NAME = "extension_update.inx"
 #: The gallery thumbnail (Inkscape 1.4 looks for the .inx's name with .svg; 1.2 ignores it).
 ICON_NAME = "extension.svg"
 PACKAGE = "inkscape_clipasso"
@@ -109,11 +112,14 @@ def default_extensions_dir(
 
 def members(inx: Path) -> list[tuple[str, Path]]:
     """(path inside the extension's folder, source file): the .inx, its thumbnail when there
-    is one, the package's modules."""
+    is one, the Update sketches .inx, the package's modules."""
     files = [(INX_NAME, inx)]
     icon = find_icon(inx)
     if icon is not None:
         files.append((ICON_NAME, icon))
+    update = inx.with_name(UPDATE_INX_NAME)
+    if update.is_file():
+        files.append((UPDATE_INX_NAME, update))
     return files + [(f"{PACKAGE}/{path.name}", path) for path in package_files()]
 
 
