@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -80,6 +80,10 @@ class Drawing:
     color: Tensor  # RGBA [4] on the device
     stroke_mask: Tensor  # [B,S] bool on the device
     canvas: int
+
+    def select(self, index: Tensor) -> Drawing:
+        """The same drawing for the sketches ``index`` [K] (long, on the device) only."""
+        return replace(self, stroke_mask=self.stroke_mask.index_select(0, index))
 
     def __call__(self, points: Tensor) -> Tensor:
         """[B,S,4,2] canvas px -> [B,3,C,C] in [0,1]."""
@@ -356,6 +360,7 @@ def optimise(
     budget = budget or StepBudget(None)
     budget.begin()
     frozen: Tensor | None = None
+    moving: Tensor | None = None  # the unfrozen sketches' indices once some froze
     steps_run, reason = 0, "iterations"
     for step in range(settings.iterations):
         if should_stop is not None and should_stop():
@@ -366,7 +371,13 @@ def optimise(
             break
         grid = target.view_grid(settings.augmentations, generator)
         optimizer.zero_grad(set_to_none=True)
-        if settings.chunk_images:
+        if settings.chunk_images and moving is not None:
+            # frozen sketches leave the batch: neither rendered nor sent through the model
+            sketches = drawing.select(moving)(points.index_select(0, moving))
+            loss, plain = step_backward(sketches, target, grid, settings.chunk_images)
+            # a frozen sketch stays frozen: it is not evaluated again (inf: no improvement)
+            plain = plain.new_full((points.shape[0],), math.inf).index_copy(0, moving, plain)
+        elif settings.chunk_images:
             loss, plain = step_backward(drawing(points), target, grid, settings.chunk_images)
         else:
             loss, plain = step_loss(drawing(points), target, grid)
@@ -384,6 +395,9 @@ def optimise(
             best.update(plain.detach().to("cpu", torch.float64).tolist(), before)
             if any(best.frozen):
                 frozen = torch.tensor(best.frozen, device=device)
+                moving = torch.tensor(
+                    [i for i, f in enumerate(best.frozen) if not f], device=device
+                )
         budget.step_done()
         if on_step is not None:
             planned = budget.planned(settings.iterations)
