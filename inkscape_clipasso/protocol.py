@@ -336,7 +336,9 @@ def validate_status(data: Any) -> dict[str, Any]:
     """Check a ``GET /v1/jobs/{id}`` answer.
 
     Fields: id, state, queue_position, step, total, best_loss ({level: loss}), elapsed_s,
-    eta_s (null when unknown), error (null or ``{"error", "message"}``).
+    eta_s (null when unknown), error (null or ``{"error", "message"}``). Optional:
+    ``time_budget_s`` (null: none) and, for a done job, ``stop_reason`` (one of STOP_REASONS:
+    a job its budget stopped has ``step`` below ``total``).
     """
     where = "job status"
     validate_submit_response(data)
@@ -349,6 +351,10 @@ def validate_status(data: Any) -> dict[str, Any]:
     _expect(data, "elapsed_s", (int, float), where)
     if data.get("eta_s") is not None:
         _expect(data, "eta_s", (int, float), where)
+    if data.get("time_budget_s") is not None:
+        _expect(data, "time_budget_s", (int, float), where)
+    if data.get("stop_reason") is not None and data["stop_reason"] not in STOP_REASONS:
+        raise ProtocolError("bad_request", f"{where}: unknown stop_reason {data['stop_reason']!r}")
     error = data.get("error")
     if error is not None:
         _expect(error, "error", str, where)

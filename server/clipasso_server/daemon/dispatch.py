@@ -113,6 +113,11 @@ class Dispatcher:
         try:
             result = runner(job, progress, should_stop)
             persistence.save_result(job, result_json({"id": job.id, **result}))
+            with table.lock:
+                if result.get("stop_reason") in protocol.STOP_REASONS:
+                    job.stop_reason = result["stop_reason"]
+                if isinstance(result.get("steps_run"), int):
+                    job.step = result["steps_run"]
             outcome = "done"
         except Cancelled as exc:
             carried = getattr(exc, "snapshot_body", None)

@@ -53,6 +53,9 @@ class Job:
     reason: str | None = None  # why it was cancelled or interrupted
     step_time_s: float | None = None  # mean seconds per optimisation step
     detached: bool = False  # never cancelled by the abandonment watchdog
+    #: why a done job's optimisation stopped (one of protocol.STOP_REASONS): a job its time
+    #: budget stopped at step 4 of 2000 must not look finished to the live page
+    stop_reason: str | None = None
     # in memory only
     cache_key: str | None = None  # the result cache's key, computed at submission
     snapshot: dict[str, Any] | None = None  # the latest best-so-far result body
@@ -81,6 +84,7 @@ class Job:
             "reason": self.reason,
             "step_time_s": self.step_time_s,
             "detached": self.detached,
+            "stop_reason": self.stop_reason,
         }
 
     @classmethod
@@ -108,6 +112,11 @@ class Job:
             reason=record.get("reason") if isinstance(record.get("reason"), str) else None,
             step_time_s=_number(record.get("step_time_s"), None),
             detached=record.get("detached") is True,
+            stop_reason=(
+                record.get("stop_reason")
+                if record.get("stop_reason") in protocol.STOP_REASONS
+                else None
+            ),
         )
 
     def elapsed_s(self, now: float) -> float:

@@ -37,4 +37,7 @@ def status_locked(
         "steps_per_s": (round(1.0 / job.step_time_s, 4) if job.step_time_s else None),
         "detached": job.detached,
         "warning": warning,
+        # what the live page says of a job its time budget stopped early
+        "time_budget_s": job.settings.get("time_budget_s"),
+        "stop_reason": job.stop_reason,
     }

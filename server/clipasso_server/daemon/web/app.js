@@ -173,7 +173,7 @@ function updateCard(card, status) {
   el.querySelector(".link").textContent = jobName(status);
   const bar = el.querySelector(".bar");
   const total = Math.max(1, status.total || 1);
-  const step = status.state === "done" ? total : Math.min(status.step || 0, total);
+  const step = stepsDone(status, total);
   bar.max = total;
   bar.value = step;
   bar.setAttribute("aria-label", `Progress of ${jobName(status)}`);
@@ -195,17 +195,40 @@ function updateCard(card, status) {
   download.setAttribute("aria-label", `Download the layered SVG of ${jobName(status)}`);
 }
 
+// A done job ran all its steps unless it says it stopped early (its time budget ran out,
+// or its strokes stopped improving): then the steps it did run, not a full bar.
+function stepsDone(status, total) {
+  const stoppedEarly = status.stop_reason && status.stop_reason !== "iterations";
+  if (status.state === "done" && !stoppedEarly) return total;
+  return Math.min(status.step || 0, total);
+}
+
+function hasBudget(status) {
+  return typeof status.time_budget_s === "number" && status.time_budget_s > 0;
+}
+
 function stateText(status, step, total) {
   switch (status.state) {
     case "queued":
       return status.queue_position > 0
         ? `Queued (${status.queue_position} ahead)` : "Queued";
     case "running": {
+      if (status.cancelling) return "Cancelling…";
+      // before its first step a job loads the models and places its first strokes
+      if (!status.step) return "Starting: loading the models and preparing the photo…";
       // announced by screen readers: coarse steps only, not every second
       const tenth = Math.floor((10 * step) / total) * 10;
-      return status.cancelling ? "Cancelling…" : `Running, ${tenth} % done`;
+      return `Running, ${tenth} % of the steps done`;
     }
-    case "done": return "Done";
+    case "done":
+      if (status.stop_reason === "budget") {
+        const budget = hasBudget(status) ? ` (${duration(status.time_budget_s)})` : "";
+        return `Stopped by its time budget${budget} after ${step} of ${total} steps`;
+      }
+      if (status.stop_reason === "plateau") {
+        return `Done early: the strokes stopped improving after ${step} of ${total} steps`;
+      }
+      return "Done";
     case "failed": return "Failed";
     case "cancelled": return "Cancelled";
     case "interrupted": return "Interrupted (the daemon stopped)";
@@ -223,6 +246,9 @@ function numbersText(status, step, total) {
     parts.push(`done in about ${duration(status.eta_s)}`);
   } else if (FINAL.has(status.state) && status.elapsed_s) {
     parts.push(`took ${duration(status.elapsed_s)}`);
+  }
+  if (hasBudget(status) && (status.state === "queued" || status.state === "running")) {
+    parts.push(`time budget ${duration(status.time_budget_s)}`);
   }
   return parts.join(" · ");
 }
