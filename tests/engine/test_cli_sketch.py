@@ -91,6 +91,8 @@ def test_console_script_runs(test_weights_dir, tmp_path):
     [
         (["--levels", "0,4"], "between 1 and 256"),
         (["--levels", "4,x"], "whole numbers"),
+        (["--levels", "4,,8"], "--levels has an empty stroke count in '4,,8'"),
+        (["--levels", "4,8,"], "--levels has an empty stroke count"),
         (["--iterations", "0"], "iterations must be between"),
         (["--iterations", "1.5"], "iterations must be an integer"),
         (["--width", "wide"], "width must be a number"),
@@ -226,7 +228,7 @@ def _in_subprocess(args: list[str], env: dict[str, str] | None = None) -> tuple[
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # only catches a hang
         check=False,
         env=env,
     )
@@ -241,6 +243,11 @@ def test_errors_are_reported_before_torch_is_imported(tmp_path):
     (tmp_path / "photo.png").write_bytes(_png(8, 8))
     status, err = _in_subprocess(["sketch", str(tmp_path / "photo.png"), "-o", "/no/such/x.svg"])
     assert status == "2 False" and "/no/such does not exist" in err
+    # a damaged photo is decoded in full, and refused, before torch loads
+    (tmp_path / "cut.png").write_bytes(_png(64, 64)[:400])
+    status, err = _in_subprocess(["sketch", str(tmp_path / "cut.png"), "-o", out])
+    assert status == "2 False", err
+    assert "cut.png" in err and "truncated" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_weights_are_all_listed_before_torch_is_imported(tmp_path):
@@ -349,9 +356,9 @@ def test_ctrl_c_writes_the_best_strokes_so_far(test_weights_dir, tmp_path):
     try:
         seen = []
         while not seen or not seen[-1].startswith("step "):
-            seen.append(lines.get(timeout=300))
+            seen.append(lines.get(timeout=600))  # hang-only limits
         process.send_signal(signal.SIGINT)
-        status = process.wait(timeout=120)
+        status = process.wait(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()
@@ -360,3 +367,87 @@ def test_ctrl_c_writes_the_best_strokes_so_far(test_weights_dir, tmp_path):
     assert record["partial"] is True and record["stop_reason"] == "cancel"
     assert 1 <= record["steps_run"] < 20000
     assert out.read_text().count("<path") == 5  # levels 2 and 3: every stroke is there
+
+
+# --- what -o may name (issue 21) -------------------------------------------------------------
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("kind", ["character device", "fifo"])
+def test_an_output_that_is_not_a_regular_file_is_refused(test_weights_dir, tmp_path, capsys, kind):
+    import os
+    import stat
+
+    if kind == "fifo":
+        target = tmp_path / "pipe.svg"
+        os.mkfifo(target)
+        said, check = "a named pipe (FIFO)", stat.S_ISFIFO
+    else:
+        target, said, check = Path("/dev/null"), "a character device", stat.S_ISCHR
+    assert main(_args(test_weights_dir, target)) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"will not write {target}: it is {said}" in err
+    assert check(target.stat().st_mode)  # still what it was, not replaced by a file
+
+
+def test_the_input_photo_is_never_the_output(test_weights_dir, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_png(32, 32))
+    before = photo.read_bytes()
+    link = tmp_path / "link.svg"
+    link.symlink_to(photo)
+    for out in (photo, link, tmp_path / "." / "photo.png"):
+        args = _args(test_weights_dir, out)
+        args[1] = str(photo)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "it is the input photo itself" in err.splitlines()[-1], err
+        assert "Traceback" not in err
+    assert photo.read_bytes() == before
+
+
+def test_a_symlink_is_written_through_and_said(test_weights_dir, tmp_path, capsys):
+    target = tmp_path / "real.svg"
+    target.write_text("old")
+    link = tmp_path / "link.svg"
+    link.symlink_to(target)
+    assert main(_args(test_weights_dir, link, "--no-image", iterations="1", levels="1")) == 0
+    err = capsys.readouterr().err
+    assert f"{link} is a symlink: writing the SVG to its target {target}" in err
+    assert link.is_symlink() and link.resolve() == target  # the link stays a link
+    assert read_metadata(target.read_text())["settings"]["levels"] == [1]
+
+
+def test_a_name_without_svg_is_written_with_one_warning(test_weights_dir, tmp_path, capsys):
+    out = tmp_path / "sketch.png"
+    assert main(_args(test_weights_dir, out, "--no-image", iterations="1", levels="1")) == 0
+    err = _one_line(capsys.readouterr().err)  # --quiet: the warning is all there is
+    assert err == f"clipasso sketch: warning: {out} does not end in .svg; writing an SVG to it"
+    assert out.read_text().startswith("<?xml")
+    assert main(_args(test_weights_dir, tmp_path / "s.SVG", "--no-image", iterations="1")) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_the_progress_line_and_the_estimate_say_one_time_left(capsys):
+    """The first step carries one-time costs: no time left is said from it alone, and the
+    estimate then says what the progress line beside it says."""
+    from clipasso_server.commands.sketch import Estimate, ProgressLine
+    from clipasso_server.engine.types import Progress
+
+    line = ProgressLine(True)
+    estimate = Estimate(line, "cpu", None)
+    # step 1 took 9 s (warm-up), the next ones 0.5 s each: the engine's step time follows
+    for step, step_s, elapsed in ((1, 9.0, 9.0), (2, 0.5, 9.5), (3, 0.5, 10.0)):
+        line.last = float("-inf")  # print every step
+        report = Progress(step, 200, {2: 1.0}, elapsed, step_s)
+        line(report)
+        estimate(report)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("step 1/200") and "? left" in err[0]
+    assert err[1].startswith("step 2/200") and "? left" in err[1]
+    assert err[2].startswith("step 3/200") and ", 2 min left " in err[2]  # 197 x 0.5 s
+    assert err[3].startswith("clipasso sketch: about 2 min left on this CPU"), err[3]

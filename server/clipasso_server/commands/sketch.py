@@ -12,6 +12,7 @@ import dataclasses
 import os
 import secrets
 import signal
+import stat
 import sys
 import threading
 import time
@@ -143,8 +144,14 @@ def sample_image_path() -> Path:
 
 
 def _left_s(progress: Progress) -> float | None:
-    """Seconds left, from the engine's measured step time (else the mean so far)."""
+    """Seconds left: the one figure the progress line and the estimate both say, from the
+    engine's measured step time (else the mean so far). None until the first steps are timed
+    (:data:`ESTIMATE_AFTER_STEPS`, or :data:`ESTIMATE_AFTER_S`): the first step alone carries
+    one-time costs, and a figure from it ("3 min left") would be contradicted by the estimate
+    a moment later ("about 46 s left")."""
     if progress.step <= 0:
+        return None
+    if progress.step < ESTIMATE_AFTER_STEPS and progress.elapsed_s < ESTIMATE_AFTER_S:
         return None
     step_s = progress.step_time_s or progress.elapsed_s / progress.step
     planned = progress.planned_steps or progress.total
@@ -241,7 +248,7 @@ class Estimate:
     def __call__(self, progress: Progress) -> None:
         if self.said or progress.step >= (progress.planned_steps or progress.total):
             return
-        if progress.step < ESTIMATE_AFTER_STEPS and progress.elapsed_s < ESTIMATE_AFTER_S:
+        if _left_s(progress) is None:  # not timed enough yet
             return
         self.said = True
         self.line.say(estimate_text(progress, self.device_kind, self.budget_s))
@@ -313,24 +320,71 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def check_output(path: Path) -> None:
-    """Fail before the long run, not after it, when the SVG could not be written: its folder
-    must exist (it is never created, as with any other tool) and take a new file."""
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, in words."""
+    for test, kind in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_output(path: Path, source: Path | None = None) -> Path:
+    """Fail before the long run, not after it, when the SVG could not or should not be
+    written; the file to write (a symlink's target: it is written through, and said so).
+
+    The name must be new or a regular file (the SVG replaces it by a rename, so a device such
+    as /dev/null or a pipe would be replaced by a file), never ``source`` (the photo), and its
+    folder must exist (it is never created, as with any other tool) and take a new file. A
+    name not ending in .svg is written, with a warning."""
     from clipasso_server.cli import CommandError
 
-    if path.is_dir():
+    target = path
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        print(
+            f"clipasso sketch: {path} is a symlink: writing the SVG to its target {target}",
+            file=sys.stderr,
+        )
+    if target.is_dir():
         raise CommandError(f"{path} is a folder; give a file name such as {path}/sketch.svg")
-    folder = path.absolute().parent
+    try:
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new name (its folder is checked below)
+        mode = None
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise CommandError(
+            f"will not write {path}: it is {_file_kind(mode)}, and the SVG would replace it; "
+            "give the name of a new or existing .svg file"
+        )
+    if mode is not None and source is not None and os.path.samefile(source, target):
+        raise CommandError(
+            f"will not write {path}: it is the input photo itself; give another name, "
+            "such as sketch.svg"
+        )
+    if path.suffix.lower() != ".svg":
+        print(
+            f"clipasso sketch: warning: {path} does not end in .svg; writing an SVG to it",
+            file=sys.stderr,
+        )
+    folder = target.absolute().parent
     if not folder.exists():
         raise CommandError(f"cannot write {path}: the folder {folder} does not exist")
     if not folder.is_dir():
         raise CommandError(f"cannot write {path}: {folder} is not a folder")
     try:
-        handle, probe = _temporary_beside(path.absolute())
+        handle, probe = _temporary_beside(target.absolute())
         os.close(handle)
         probe.unlink()
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return target
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -387,6 +441,12 @@ def photo_href(source: Path, image: Image.Image, output: Path | None, embed: boo
 def _settings(args: argparse.Namespace) -> protocol.SketchSettings:
     from clipasso_server.cli import CommandError
 
+    levels = str(args.levels)
+    if any(not part.strip() for part in levels.replace(";", ",").split(",")):
+        raise CommandError(
+            f"--levels has an empty stroke count in {levels!r}: give whole numbers separated "
+            "by single commas, such as 4,8,16,32"
+        )
     try:
         return protocol.parse_settings(
             {
@@ -431,8 +491,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--plateau must be a whole number of at least 1, got {plateau!r}")
     source = check_input(args.image)
     output = None if args.output == STDOUT_NAME else Path(args.output)
-    if output is not None:
-        check_output(output)
+    target = None if output is None else check_output(output, source)
+    # decoded in full without torch (Pillow only), so a damaged file is refused at once
+    from clipasso_server.engine.image_decode import load_image_file
+
+    image = load_image_file(source)
     _check_weights(settings, args.clip_weights)
 
     # torch and the engine load only now, so that every error above answers at once.
@@ -440,11 +503,9 @@ def run(args: argparse.Namespace) -> int:
     from clipasso_server.engine.clip_models import ModelStore
     from clipasso_server.engine.device import pick_device
     from clipasso_server.engine.errors import Cancelled
-    from clipasso_server.engine.image_input import load_image_file
     from clipasso_server.engine.sketcher import sketch
     from clipasso_server.engine.types import SketchConfig
 
-    image = load_image_file(source)
     config = SketchConfig(**settings.to_json(), plateau_patience=plateau)
     device = pick_device(args.device)
     store = ModelStore(device, weights_dir=args.clip_weights)
@@ -465,7 +526,7 @@ def run(args: argparse.Namespace) -> int:
         line.finish()
         if exc.snapshot is None:
             raise KeyboardInterrupt from None
-        _write(exc.snapshot, source, image, output, args)
+        _write(exc.snapshot, source, image, output, target, args)
         print(
             f"clipasso sketch: interrupted at step {exc.snapshot.steps_run} of "
             f"{config.iterations}: wrote the best strokes so far to "
@@ -477,7 +538,7 @@ def run(args: argparse.Namespace) -> int:
         line.finish()
     if result.stop_reason == "budget":
         result = dataclasses.replace(result, partial=True, step=result.steps_run)
-    _write(result, source, image, output, args)
+    _write(result, source, image, output, target, args)
     if not args.quiet:
         ending = (
             f", stopped by the time limit at step {result.steps_run} of {config.iterations}: "
@@ -498,14 +559,17 @@ def _write(
     source: Path,
     image: Image.Image,
     output: Path | None,
+    target: Path | None,
     args: argparse.Namespace,
 ) -> None:
+    """The SVG to stdout (``output`` None) or to ``target`` (``output``, or the file its
+    symlink names); the photo's relative link is from ``output``, the name the user opens."""
     from clipasso_server.engine.svg_output import result_to_svg
 
     href = None if args.no_image else photo_href(source, image, output, args.embed_image)
     svg = result_to_svg(result, href)
-    if output is None:
+    if output is None or target is None:
         sys.stdout.write(svg)
         sys.stdout.flush()
     else:
-        _write_atomically(output, svg)
+        _write_atomically(target, svg)
