@@ -1,7 +1,8 @@
 """bench/gpu_check.sh's last step: OUTDIR/summary.json, each figure against its target.
 
 Reads what the check's steps wrote to $OUT (gpu.json, engine_tests.xml, step.json,
-render.json, job.json; any may be missing when its step failed) and $TOTAL (seconds),
+step_graphs.json, step_compiled.json, render.json, job.json; any may be missing when its step
+failed) and $TOTAL (seconds),
 $STATUSES (``name=exit status`` lines) and $DEVICE_OPTS from the environment.
 """
 
@@ -56,6 +57,12 @@ def summarise(out: Path, total_s: int, statuses: str, device_opts: str) -> dict[
         "render": load(out, "render.json"),
         "job": job,
         "default_step_ms": job.get("step_ms") or rn101_cuda_step_ms(step),
+        # the RN101 step per option (issue 22 part 4): eager, CUDA graphs, inductor
+        "step_ms_by_option": {
+            "eager": rn101_cuda_step_ms(step),
+            "compile_reduce_overhead": rn101_cuda_step_ms(load(out, "step_graphs.json")),
+            "compile_inductor": rn101_cuda_step_ms(load(out, "step_compiled.json")),
+        },
         "target_step_ms": TARGET_STEP_MS,
         "whole_job_s": job.get("whole_job_s"),
         "target_job_s": TARGET_JOB_S,
@@ -64,6 +71,10 @@ def summarise(out: Path, total_s: int, statuses: str, device_opts: str) -> dict[
     ms, whole = summary["default_step_ms"], summary["whole_job_s"]
     summary["step_ok"] = ms is not None and ms <= TARGET_STEP_MS
     summary["job_ok"] = whole is not None and whole <= TARGET_JOB_S
+    summary["step_ok_by_option"] = {
+        option: value is not None and value <= TARGET_STEP_MS
+        for option, value in summary["step_ms_by_option"].items()
+    }
     return summary
 
 
@@ -79,6 +90,8 @@ def main() -> int:
         f"job {whole} s (target <= 30), peak GPU memory {summary['peak_gpu_bytes']} bytes; "
         f"tests {summary['engine_tests']}; exit statuses {summary['exit_status']}"
     )
+    options = ", ".join(f"{k} {v} ms" for k, v in summary["step_ms_by_option"].items())
+    print(f"gpu_check: RN101 step by option: {options} (target <= 15)")
     print(f"gpu_check: wrote {out}/summary.json")
     return 0
 

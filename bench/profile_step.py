@@ -92,7 +92,7 @@ def one_step(
         sketches = drawing(points)
     leaf = sketches.detach().requires_grad_(True)
     optimizer.zero_grad(set_to_none=True)
-    if chunk:
+    if chunk != 0:
         with record_function("phase:model forward + backward"):
             loop.step_backward(leaf, target, grid, chunk)
     else:
@@ -127,7 +127,7 @@ def profile_steps(
     optimizer = torch.optim.Adam([points], lr=1.0)
     generator = torch.Generator().manual_seed(0)
     model.legacy_pool = path == "legacy"
-    chunk = 0 if path == "legacy" else loop.CHUNK_IMAGES
+    chunk = 0 if path == "legacy" else loop.chunk_for(torch.device("cpu"))
     one_step(target, drawing, points, optimizer, generator, chunk)  # warm-up
     began = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -10,9 +10,14 @@ Measured for 4 levels (4/8/16/32 strokes) x 3 seeds with
 The photo's augmented views go through a separate no-grad forward, as in ``sketch()``.
 
     python bench/step.py [--threads 2] [--steps 20] [--device auto|cpu|cuda] [--quick]
-                         [--out bench/results/step.json]
+                         [--compile MODE] [--out bench/results/step.json]
+    python bench/step.py --paired PAIRS [--levels 4] [--seeds 3] [--out FILE]
 
---quick is a smoke run (2 timed steps, RN101 with one level and one seed).
+--quick is a smoke run (2 timed steps, RN101 with one level and one seed). --compile runs the
+loss model through torch.compile (e.g. reduce-overhead: CUDA graphs). --paired times the
+pre-#22 step ("legacy": one batch through the loss model, open_clip's attention pool) and
+today's ("new") alternately on one full-size random RN101 loaded through ModelStore, and
+reports each pair's legacy/new ratio and their median (issue 22's target: >= 1.5 on the CPU).
 """
 
 from __future__ import annotations
@@ -28,13 +33,18 @@ from pathlib import Path
 import torch
 from report import write_report
 
-from clipasso_server.engine.clip_models import LossModel, ModelStore, write_test_weights
+from clipasso_server.engine.clip_models import (
+    COMPILE_MODES,
+    LossModel,
+    ModelStore,
+    write_test_weights,
+)
 from clipasso_server.engine.optimise import (
-    CHUNK_IMAGES,
     Drawing,
     LoopSettings,
     StepReport,
     Target,
+    chunk_for,
     optimise,
     step_backward,
     step_loss,
@@ -57,20 +67,21 @@ def _photo(device: torch.device) -> torch.Tensor:
     return photo.to(device)
 
 
-def _tiny_model(device: torch.device, weights_dir: Path) -> LossModel:
+def _tiny_model(device: torch.device, weights_dir: Path, compile_mode: str | None) -> LossModel:
     if not (weights_dir / "test-tiny-rn.safetensors").exists():
         write_test_weights(weights_dir)
-    return ModelStore(device, weights_dir, allow_download=False).loss_model("test-tiny-rn")
+    store = ModelStore(device, weights_dir, allow_download=False, compile_mode=compile_mode)
+    return store.loss_model("test-tiny-rn")
 
 
-def _rn101_random(device: torch.device) -> LossModel:
+def _rn101_random(device: torch.device, compile_mode: str | None) -> LossModel:
     import open_clip
 
     model = open_clip.create_model("RN101-quickgelu", pretrained=None, device="cpu")
     visual = model.visual
     visual.eval()
     visual.requires_grad_(False)
-    return LossModel("RN101-random", "random", visual, device)
+    return LossModel("RN101-random", "random", visual, device, compile_mode=compile_mode)
 
 
 def _peak_rss_mib() -> float:
@@ -134,7 +145,7 @@ def _set_path(loss_model: LossModel, path: str) -> LoopSettings:
     and return the loop settings of that path."""
     legacy = path == "legacy"
     loss_model.legacy_pool = legacy
-    return LoopSettings(iterations=1, augmentations=4, chunk_images=0 if legacy else CHUNK_IMAGES)
+    return LoopSettings(iterations=1, augmentations=4, chunk_images=0 if legacy else None)
 
 
 def paired_steps(
@@ -167,30 +178,32 @@ def paired_steps(
         p, optimizer, generator = state[path]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         grid = target.view_grid(settings.augmentations, generator)
         optimizer.zero_grad(set_to_none=True)
-        if settings.chunk_images:
-            step_backward(drawing(p), target, grid, settings.chunk_images)
+        if settings.chunk_images != 0:
+            step_backward(drawing(p), target, grid, settings.chunk_images or chunk_for(device))
         else:
             loss, _ = step_loss(drawing(p), target, grid)
             loss.sum().backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - began
+        return time.perf_counter() - began, time.process_time() - cpu_began
 
     step("legacy"), step("new")
-    ratios, legacy_s, new_s = [], [], []
+    ratios, cpu_ratios, legacy_s, new_s = [], [], [], []
     for i in range(pairs):
         order = ("legacy", "new") if i % 2 == 0 else ("new", "legacy")
         times = {path: step(path) for path in order}
-        legacy_s.append(times["legacy"])
-        new_s.append(times["new"])
-        ratios.append(times["legacy"] / times["new"])
+        legacy_s.append(times["legacy"][0])
+        new_s.append(times["new"][0])
+        ratios.append(times["legacy"][0] / times["new"][0])
+        cpu_ratios.append(times["legacy"][1] / times["new"][1])
         print(
-            f"  pair {i + 1}: legacy {times['legacy']:.2f} s, new {times['new']:.2f} s, "
-            f"ratio {ratios[-1]:.2f}",
+            f"  pair {i + 1}: legacy {times['legacy'][0]:.2f} s, new {times['new'][0]:.2f} s, "
+            f"ratio {ratios[-1]:.2f} (CPU time: legacy {times['legacy'][1]:.1f} s, "
+            f"new {times['new'][1]:.1f} s, ratio {cpu_ratios[-1]:.2f})",
             flush=True,
         )
     _set_path(loss_model, "new")
@@ -201,11 +214,14 @@ def paired_steps(
         "seeds": seeds,
         "sketches": len(levels) * seeds,
         "pairs": pairs,
-        "chunk_images": chunk or CHUNK_IMAGES,
+        "chunk_images": chunk or chunk_for(device),
         "legacy_s": [round(t, 3) for t in legacy_s],
         "new_s": [round(t, 3) for t in new_s],
         "ratios": [round(r, 3) for r in ratios],
         "median_ratio": round(statistics.median(ratios), 3),
+        # process CPU time (both threads): less disturbed by other processes on a shared machine
+        "cpu_ratios": [round(r, 3) for r in cpu_ratios],
+        "median_cpu_ratio": round(statistics.median(cpu_ratios), 3),
     }
 
 
@@ -219,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default="bench/results/test-weights")
     parser.add_argument(
         "--models", default="tiny,rn101", help="which rows: tiny, rn101 or both (default)"
+    )
+    parser.add_argument(
+        "--compile",
+        default=None,
+        choices=COMPILE_MODES,
+        help="torch.compile the loss model in this mode (reduce-overhead: CUDA graphs)",
     )
     parser.add_argument(
         "--paired",
@@ -243,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paired: {len(levels)} levels x {args.seeds} seeds, {args.threads} threads")
         row = paired_steps(model, device, levels, args.seeds, args.paired, args.chunk)
         print(
-            f"median legacy/new ratio {row['median_ratio']:.2f} over {row['pairs']} pairs "
+            f"median legacy/new ratio {row['median_ratio']:.2f} (CPU time "
+            f"{row['median_cpu_ratio']:.2f}) over {row['pairs']} pairs "
             f"(legacy median {statistics.median(row['legacy_s']):.2f} s, "
             f"new median {statistics.median(row['new_s']):.2f} s)"
         )
@@ -269,12 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for device in devices:
         wanted = set(args.models.split(","))
-        tiny = _tiny_model(device, Path(args.weights_dir)) if "tiny" in wanted else None
-        full = _rn101_random(device) if "rn101" in wanted else None
+        weights = Path(args.weights_dir)
+        tiny = _tiny_model(device, weights, args.compile) if "tiny" in wanted else None
+        full = _rn101_random(device, args.compile) if "rn101" in wanted else None
         for model in (m for m in (tiny, full) if m is not None):
             levels, seeds = ((4,), 1) if args.quick and model is full else (LEVELS, SEEDS)
             row = time_steps(model, device, levels, seeds, steps, warmup)
             row["quick"] = args.quick
+            row["compile"] = args.compile
             rows.append(row)
             print(_format(row), flush=True)
 

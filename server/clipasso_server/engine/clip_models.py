@@ -122,6 +122,7 @@ class LossModel:
         visual: nn.Module,
         device: torch.device,
         precision: str = "auto",
+        compile_mode: str | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -144,6 +145,7 @@ class LossModel:
         self._pool = ClassTokenPool(visual.attnpool)
         #: True: open_clip's own attention pool (the pre-#22 path, for paired benches)
         self.legacy_pool = False
+        self._trunk = _compiled(self._layers, compile_mode)
 
     def features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         """images [B,3,224,224] RGB in [0,1] -> ([layer2, layer3], pooled embedding [B,D]).
@@ -154,6 +156,11 @@ class LossModel:
         x = _normalise(images.to(self.device, self.dtype), self._mean, self._std)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        layer2, layer3, embedding = self._trunk(x, self.legacy_pool)
+        return [layer2.to(self.dtype), layer3.to(self.dtype)], embedding.to(self.dtype)
+
+    def _layers(self, x: Tensor, legacy_pool: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised images -> layer2, layer3 and the embedding (what may be compiled)."""
         v = self.visual
         context = (
             torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
@@ -164,9 +171,24 @@ class LossModel:
             x = v.layer1(v.stem(x))
             layer2 = v.layer2(x)
             layer3 = v.layer3(layer2)
-            pool = v.attnpool if self.legacy_pool else self._pool
-            embedding = pool(v.layer4(layer3))
-        return [layer2.to(self.dtype), layer3.to(self.dtype)], embedding.to(self.dtype)
+            pool = v.attnpool if legacy_pool else self._pool
+            return layer2, layer3, pool(v.layer4(layer3))
+
+
+#: ``torch.compile`` modes a loss model may be compiled with ("reduce-overhead": CUDA graphs)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compiled(function, mode: str | None):
+    """``function`` compiled with ``torch.compile`` in ``mode`` (None: as it is). Fixed shapes
+    (``dynamic=False``): the loop's chunks all have one size but the last."""
+    if mode is None:
+        return function
+    if mode not in COMPILE_MODES:
+        raise SettingsError(
+            f"unknown compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)} (or none)"
+        )
+    return torch.compile(function, mode=mode, dynamic=False)
 
 
 class ClassTokenPool(nn.Module):
@@ -315,11 +337,14 @@ class ModelStore:
         weights_dir: str | Path | None = None,
         allow_download: bool = True,
         precision: str = "auto",
+        compile_mode: str | None = None,
     ) -> None:
         self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
         self.weights_dir = Path(weights_dir).expanduser() if weights_dir else None
         self.allow_download = allow_download
         self.precision = precision
+        #: torch.compile mode of the loss models (None: eager; see COMPILE_MODES)
+        self.compile_mode = compile_mode
         self._lock = threading.RLock()
         self._files: dict[str, weights.WeightFile] = {}
         self._versions: dict[str, str] = {}
@@ -361,7 +386,12 @@ class ModelStore:
                 with _out_of_memory_said(name, self.device):
                     visual = load_visual(spec, self.weight_file(name))
                     self._loss[name] = LossModel(
-                        name, self.model_version(name), visual, self.device, self.precision
+                        name,
+                        self.model_version(name),
+                        visual,
+                        self.device,
+                        self.precision,
+                        self.compile_mode,
                     )
             return self._loss[name]
 

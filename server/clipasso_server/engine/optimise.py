@@ -152,15 +152,22 @@ def step_loss(sketches: Tensor, target: Target, grid: Tensor | None) -> tuple[Te
     return (plain_loss + view_loss.sum(dim=0)) / (1 + augmentations), plain_loss
 
 
-#: images per forward/backward chunk of the step (see :func:`step_backward`)
+#: images per forward/backward chunk of a CPU step (see :func:`step_backward`)
 CHUNK_IMAGES = 6
 
 
+def chunk_for(device: torch.device) -> int | None:
+    """The chunk size of ``step_backward`` on ``device``: CHUNK_IMAGES on the CPU, whose
+    caches it fits; None (one chunk: every image at once) on a GPU, which wants big batches."""
+    return CHUNK_IMAGES if device.type == "cpu" else None
+
+
 def step_backward(
-    sketches: Tensor, target: Target, grid: Tensor | None, chunk: int = CHUNK_IMAGES
+    sketches: Tensor, target: Target, grid: Tensor | None, chunk: int | None = CHUNK_IMAGES
 ) -> tuple[Tensor, Tensor]:
     """The step's loss and its backward: the same numbers as ``step_loss`` then
-    ``loss.sum().backward()``, with the loss model run ``chunk`` images at a time.
+    ``loss.sum().backward()``, with the loss model run ``chunk`` images at a time (None: all
+    at once). No host synchronisation.
 
     Returns (training loss [B], plain loss [B]), both detached; the gradient reaches whatever
     ``sketches`` was rendered from. Why chunks: each image's loss depends on that image alone
@@ -177,16 +184,17 @@ def step_backward(
         images = torch.cat([images, augment.apply_views(sketches, grid).flatten(0, 1)])
     reference = _references(target, grid)
     which = torch.arange(1 + views, device=images.device).repeat_interleave(count)
-    free = images.detach().requires_grad_(True)
+    # each chunk its own leaf: a slice of one leaf would make its backward fill and add a
+    # gradient the size of all the images, once per chunk
+    chunk = chunk or int(images.shape[0])
+    parts = [part.detach().requires_grad_(True) for part in images.detach().split(chunk)]
     per_image = []
     scale = 1.0 / (1 + views)
-    for start in range(0, int(images.shape[0]), chunk):
-        part = slice(start, start + chunk)
-        features = target.loss_model.features(free[part])
-        losses = target.loss_fn(features, _pick(reference, which[part]))
+    for part, index in zip(parts, which.split(chunk), strict=True):
+        losses = target.loss_fn(target.loss_model.features(part), _pick(reference, index))
         (losses.sum() * scale).backward()
         per_image.append(losses.detach())
-    images.backward(free.grad)
+    images.backward(torch.cat([part.grad for part in parts]))
     per_image = torch.cat(per_image).view(1 + views, count)
     return per_image.sum(dim=0) * scale, per_image[0]
 
@@ -302,9 +310,10 @@ class LoopSettings:
     learning_rate: float = 1.0
     #: freeze a sketch once this many evaluations in a row bring no improvement (None: never)
     plateau_patience: int | None = None
-    #: images per loss-model chunk of a step (``step_backward``); 0: the pre-#22 step, one
-    #: batch through ``step_loss`` (kept for paired benches and the equivalence test)
-    chunk_images: int = CHUNK_IMAGES
+    #: images per loss-model chunk of a step (``step_backward``); None: ``chunk_for`` the
+    #: device; 0: the pre-#22 step, one batch through ``step_loss`` and frozen sketches kept
+    #: in it (for paired benches and the equivalence tests)
+    chunk_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -359,6 +368,7 @@ def optimise(
     best = BestIterate(points, settings.plateau_patience)
     budget = budget or StepBudget(None)
     budget.begin()
+    chunk = settings.chunk_images or chunk_for(device)
     frozen: Tensor | None = None
     moving: Tensor | None = None  # the unfrozen sketches' indices once some froze
     steps_run, reason = 0, "iterations"
@@ -371,14 +381,14 @@ def optimise(
             break
         grid = target.view_grid(settings.augmentations, generator)
         optimizer.zero_grad(set_to_none=True)
-        if settings.chunk_images and moving is not None:
+        if settings.chunk_images != 0 and moving is not None:
             # frozen sketches leave the batch: neither rendered nor sent through the model
             sketches = drawing.select(moving)(points.index_select(0, moving))
-            loss, plain = step_backward(sketches, target, grid, settings.chunk_images)
+            loss, plain = step_backward(sketches, target, grid, chunk)
             # a frozen sketch stays frozen: it is not evaluated again (inf: no improvement)
             plain = plain.new_full((points.shape[0],), math.inf).index_copy(0, moving, plain)
-        elif settings.chunk_images:
-            loss, plain = step_backward(drawing(points), target, grid, settings.chunk_images)
+        elif settings.chunk_images != 0:
+            loss, plain = step_backward(drawing(points), target, grid, chunk)
         else:
             loss, plain = step_loss(drawing(points), target, grid)
             loss.sum().backward()
