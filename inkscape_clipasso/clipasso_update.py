@@ -44,6 +44,12 @@ NOTHING_TO_UPDATE = (
     'inserted with "Now, update later" (or when the wait ran out) are updated here.'
 )
 
+NO_URL = (
+    "this layer was made by an older version of the extension, which did not record the "
+    "daemon's address; run Sketch again on the photo with the same settings: it takes the "
+    "layer over"
+)
+
 
 class NothingNewerError(Exception):
     """The job is going but has nothing newer than the layer holds; not an error."""
@@ -111,6 +117,9 @@ class ClipassoUpdate(inkex.EffectExtension):
         updated, unchanged, problems = 0, [], []
         for layer, record in waiting:
             name = layer.get("inkscape:label") or layer.get("id") or "a sketch"
+            if not record.url:
+                problems.append(f'"{name}": {NO_URL}')
+                continue
             if record.url in down:
                 problems.append(f'"{name}": {down[record.url]}')
                 continue
@@ -123,8 +132,11 @@ class ClipassoUpdate(inkex.EffectExtension):
                 apply_result(self.svg, layer, record, result, taken)
                 updated += 1
             except DaemonUnreachableError as exc:
-                down[record.url] = str(exc)
-                problems.append(f'"{name}": {exc}')
+                down[record.url] = (
+                    f"its job is on the daemon at {record.url}, which does not answer; a "
+                    f"daemon at another address does not have it. {exc}"
+                )
+                problems.append(f'"{name}": {down[record.url]}')
             except NothingNewerError:
                 unchanged.append(f'"{name}": the daemon has no newer strokes yet')
             except (DaemonError, UpdateError) as exc:

@@ -95,6 +95,7 @@ def with_progress(label: str, progress: Progress | None) -> str:
 class SketchRecord:
     """What a parent sketch layer records about its job (the attributes' round trip).
 
+    ``url``: the daemon's; empty for a layer made before it was recorded.
     ``stroke_width``: the chosen width in root user units, None for "as the daemon's";
     ``image_sha256``: of the bitmap sent, so a later run can tell the very same photo."""
 
@@ -140,9 +141,11 @@ def write_progress(layer: inkex.BaseElement, progress: Progress) -> None:
 def read_record(layer: inkex.BaseElement) -> SketchRecord | None:
     """The record of a parent sketch layer, or None when ``layer`` is not one (or its record
     is damaged: a layer that cannot be read is left alone)."""
-    job, url = layer.get(ns("job")), layer.get(ns("url"))
+    job, url = layer.get(ns("job")), layer.get(ns("url")) or ""
     state = layer.get(ns("state"))
-    if not job or not protocol.is_job_id(job) or not url or state not in STATES:
+    if state is None and layer.get(ns("settings")):  # made before the state was recorded
+        state = RUNNING if layer.get(ns("partial")) == "true" else DONE
+    if not job or not protocol.is_job_id(job) or state not in STATES:
         return None
     try:
         settings = json.loads(layer.get(ns("settings")) or "null")

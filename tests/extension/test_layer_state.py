@@ -71,7 +71,6 @@ def test_record_round_trip(changes):
         ("job", "not-a-job"),
         ("state", "paused"),
         ("settings", "{]"),
-        ("url", ""),
         ("settings", '{"levels": [0]}'),
         ("step", "forty"),
     ],
@@ -81,6 +80,19 @@ def test_a_damaged_record_is_not_a_sketch(attribute, value):
     write_record(layer, record())
     layer.set(ns(attribute), value)
     assert read_record(layer) is None
+
+
+def test_layers_made_before_the_state_was_recorded():
+    """An unfinished layer of the extension before issue 18: job, settings, partial; no URL."""
+    layer = inkex.Layer.new("CLIPasso: img1, unfinished (step 3 of 2000)")
+    write_record(layer, record())
+    for name in ("url", "state", "total"):
+        layer.attrib.pop(ns(name))
+    found = read_record(layer)
+    assert found is not None and found.url == ""
+    assert found.progress == Progress(RUNNING, 40, 2000)
+    layer.attrib.pop(ns("partial"))
+    assert read_record(layer).progress.state == DONE
 
 
 def test_unrecorded_layers_are_not_sketches():

@@ -15,7 +15,7 @@ from ext_helpers import Run, by_id, data_uri, layers, make_png, run_extension, s
 from lxml import etree
 
 from inkscape_clipasso import protocol
-from inkscape_clipasso.clipasso_update import NOTHING_TO_UPDATE, ClipassoUpdate
+from inkscape_clipasso.clipasso_update import NO_URL, NOTHING_TO_UPDATE, ClipassoUpdate
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
 CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
@@ -220,3 +220,15 @@ def test_strokes_no_newer_than_the_layers_are_not_put_in(tmp_path, running):
     run = run_update(document)
     assert run.status != 0 and run.output == b""
     assert "no newer strokes yet" in run.stderr
+
+
+def test_a_layer_from_before_the_url_was_recorded(tmp_path, running):
+    document = sketch_now(tmp_path, running)
+    root = etree.parse(str(document)).getroot()
+    parent = by_id(root, "clipasso-img1")
+    for name in ("url", "state", "total"):
+        del parent.attrib[CLIPASSO + name]
+    document.write_bytes(etree.tostring(root))
+    run = run_update(document)
+    assert run.status != 0 and run.output == b""
+    assert NO_URL in run.stderr

@@ -1,0 +1,186 @@
+"""Submit and return, then Update sketches, in the real Inkscape with the real daemon (tiny test
+models), as a designer would: Sketch with "Now, update later" returns with the layers marked
+running and the job detached; Update sketches brings the best strokes so far in; once the job
+is done, a second Update puts the finished strokes in place (same layers, same order, names no
+longer running), which also shows that Inkscape saved the inserted paths as they were (else
+their digest would not match and the strokes would go into a sibling layer).
+
+Nothing depends on the machine's speed: the daemon's worker process is paused (SIGSTOP) while
+Inkscape submits, so the job cannot have strokes when Sketch returns, and paused again as
+soon as it has some, so the first Update sees a running job; every wait is on an event, with
+a limit that only catches a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+
+import inkscape_runner
+import pytest
+from ext_helpers import INKSCAPE_NS, by_id, data_uri, layers, make_png
+from inkscape_runner import missing_programs, write_preferences
+from lxml import etree
+from serve_daemon import PYTHON, get_json, missing_python, serve
+
+pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
+
+LABEL = f"{{{INKSCAPE_NS}}}label"
+CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
+SVG = "{http://www.w3.org/2000/svg}"
+HANG_S = 900.0
+ITERATIONS = 100  # enough that the watcher pauses the job long before its last step
+LEVELS = (2, 4)
+UPDATE_ACTION = "org.clipasso.clipasso-update.noprefs"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    reason = missing_programs() or missing_python()
+    if reason:
+        pytest.skip(reason)
+    with serve(tmp_path_factory.mktemp("daemon")) as url:
+        yield url
+
+
+def jobs(url: str) -> list[dict]:
+    """The daemon's jobs, read as the web page does (without keeping them alive)."""
+    return get_json(f"{url}/v1/jobs", headers={"X-Clipasso-Viewer": "1"})["jobs"]
+
+
+def worker_pid(url: str) -> int:
+    (worker,) = get_json(f"{url}/v1/health")["workers"]
+    assert worker["backend"] == "process", worker
+    return int(worker["pid"])
+
+
+def has_strokes(url: str, job_id: str) -> bool:
+    try:
+        get_json(f"{url}/v1/jobs/{job_id}/result?partial=1", headers={"X-Clipasso-Viewer": "1"})
+    except urllib.error.HTTPError as exc:
+        if exc.code == 409:  # not_ready
+            return False
+        raise
+    return True
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        assert time.monotonic() < deadline, f"hung waiting for {what}"
+        time.sleep(0.05)
+
+
+def pause_at_first_strokes(url: str, job_id: str, pid: int) -> threading.Event:
+    """Resume the worker and pause it again as soon as the job has strokes to show."""
+    paused = threading.Event()
+
+    def watch() -> None:
+        try:
+            while not has_strokes(url, job_id):
+                time.sleep(0.02)
+        finally:
+            os.kill(pid, signal.SIGSTOP)
+            paused.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    os.kill(pid, signal.SIGCONT)
+    return paused
+
+
+def run_in_inkscape(profile, document, output):
+    done = inkscape_runner.run_extension(profile, document, output, ["img1"], timeout_s=HANG_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert output.is_file(), f"Inkscape wrote nothing; stderr: {done.stderr[-2000:]}"
+    return etree.parse(str(output)).getroot()
+
+
+def test_submit_return_then_update_in_place(daemon, tmp_path, monkeypatch):
+    profile = tmp_path / "profile"
+    subprocess.run(
+        [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    write_preferences(
+        profile,
+        {
+            "url": daemon,
+            "levels": ",".join(map(str, LEVELS)),
+            "iterations": str(ITERATIONS),
+            "seeds": "1",
+            "loss_model": "test-tiny-rn",
+            "saliency_model": "test-tiny-vit",
+            "time_limit": "0",
+            "when": "now",
+            "visible_level": "all",
+            "poll_interval": "0.2",
+            "live_view": "false",
+        },
+    )
+    document = tmp_path / "in.svg"
+    photo = data_uri(make_png(48, 48, (150, 90, 40)))
+    document.write_text(
+        f"""<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"
+     xmlns:inkscape="{INKSCAPE_NS}" width="100mm" height="100mm" viewBox="0 0 100 100">
+  <image id="img1" x="10" y="10" width="60" height="60" preserveAspectRatio="none"
+         xlink:href="{photo}"/>
+</svg>
+""",
+        encoding="utf-8",
+    )
+    pid = worker_pid(daemon)
+
+    # 1. Sketch, not waiting, while the worker cannot make any strokes
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        root = run_in_inkscape(profile, document, tmp_path / "running.svg")
+    except BaseException:
+        os.kill(pid, signal.SIGCONT)
+        raise
+    parent = by_id(root, "clipasso-img1")
+    assert parent.get(LABEL) == "CLIPasso: img1, running: no strokes yet"
+    assert parent.get(CLIPASSO + "state") == "running"
+    assert parent.get(CLIPASSO + "url") == daemon
+    for count in LEVELS:
+        level = by_id(root, f"clipasso-img1-level-{count}")
+        assert level.get(LABEL) == f"{count} strokes, running: no strokes yet"
+        assert level.findall(SVG + "path") == []
+    (job,) = jobs(daemon)
+    assert job["detached"] is True and job["state"] in ("queued", "running"), job
+    assert parent.get(CLIPASSO + "job") == job["id"]
+
+    # 2. Update while the job runs: its best strokes so far
+    paused = pause_at_first_strokes(daemon, job["id"], pid)
+    try:
+        assert paused.wait(HANG_S), "the job never had strokes"
+        monkeypatch.setattr(inkscape_runner, "ACTION", UPDATE_ACTION)
+        root = run_in_inkscape(profile, tmp_path / "running.svg", tmp_path / "updated.svg")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    parent = by_id(root, "clipasso-img1")
+    assert parent.get(LABEL).startswith("CLIPasso: img1, running: step "), parent.get(LABEL)
+    assert parent.get(LABEL).endswith(f" of {ITERATIONS}")
+    for count in LEVELS:
+        level = by_id(root, f"clipasso-img1-level-{count}")
+        assert len(level.findall(SVG + "path")) == count
+    order = [layer.get("id") for layer in layers(root)]
+
+    # 3. Once the job is done, Update again: the finished strokes, in place
+    wait_for(lambda: jobs(daemon)[0]["state"] == "done", "the job to finish")
+    root = run_in_inkscape(profile, tmp_path / "updated.svg", tmp_path / "finished.svg")
+    assert [layer.get("id") for layer in layers(root)] == order  # no sibling: nothing edited
+    parent = by_id(root, "clipasso-img1")
+    assert parent.get(LABEL) == "CLIPasso: img1"
+    assert parent.get(CLIPASSO + "state") == "done"
+    for count in LEVELS:
+        level = by_id(root, f"clipasso-img1-level-{count}")
+        assert level.get(LABEL) == f"{count} strokes"
+        assert len(level.findall(SVG + "path")) == count
+    assert len(jobs(daemon)) == 1  # the one job served every step
