@@ -16,7 +16,7 @@ def _clipasso(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "clipasso_server.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # only catches a hang
         check=False,
     )
 
@@ -110,3 +110,27 @@ def test_make_install_puts_clipasso_on_path(tmp_path):
     (bindir / "clipasso").write_text("someone else's")
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "is not a link" in done.stderr
+
+
+def test_one_memory_figure_for_the_default_job():
+    """`serve --help` and the README give the default job's peak from the one source, the
+    engine's fitted estimate (what bench/memory.py measured: 6.1-6.5 GB)."""
+    import re
+    from pathlib import Path
+
+    from clipasso_server.engine.memory_estimate import format_bytes, memory_text, peak_bytes
+    from inkscape_clipasso import protocol
+
+    default = protocol.SketchSettings()
+    levels, seeds, model = len(default.levels), default.seeds, default.loss_model
+    figure = format_bytes(peak_bytes(levels, seeds, "cpu", model))
+    assert figure == "6.5 GB"
+    shown = " ".join(_clipasso("serve", "--help").stdout.split())
+    assert memory_text(levels, seeds, model) in shown
+    assert f"peaks at about {figure} on the CPU" in shown
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    said = re.findall(r"([\d.]+ GB)\** for the default (?:job|4 levels)", readme)
+    said += re.findall(r"default job peaks at about ([\d.]+ GB)", readme)
+    assert len(said) >= 3, said  # "What to expect" (twice) and the daemon's memory check
+    assert set(said) == {figure}, said

@@ -212,6 +212,8 @@ def test_missing_weights_offline_names_what_to_download(tmp_path, monkeypatch, c
     assert code == 2
     err = capsys.readouterr().err
     assert "RN101" in err and "RN101.pt" in err and ".cache/clip" in err and str(empty) in err
+    # and how to see it work offline meanwhile (the README's tiny-model demo)
+    assert "clipasso make-test-weights DIR" in err and "--loss-model test-tiny-rn" in err
 
 
 # --- the first hour (issue 15) and the time spent (issue 11) -----------------------------------

@@ -165,9 +165,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Ray cluster to join with --backend ray, e.g. 10.0.0.5:6379 "
         "(default: $RAY_ADDRESS, else a local Ray started by the daemon)",
     )
-    from clipasso_server.daemon.memory_check import help_text
+    from clipasso_server.engine.memory_estimate import memory_text
 
-    parser.epilog = help_text()
+    default = protocol.SketchSettings()
+    parser.epilog = memory_text(len(default.levels), default.seeds, default.loss_model)
 
 
 def run(args: argparse.Namespace) -> int:

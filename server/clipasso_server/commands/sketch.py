@@ -200,6 +200,13 @@ class ProgressLine:
         print(text, file=sys.stderr, flush=True)
 
 
+#: what an offline newcomer can run instead (README, "Quick start")
+TINY_MODELS_HINT = (
+    "To see it work without them first: `clipasso make-test-weights DIR`, then add "
+    "`--clip-weights DIR --loss-model test-tiny-rn --saliency-model test-tiny-vit "
+    "--iterations 20 --seeds 1` (the tiny random test models: every part runs, the strokes "
+    "mean nothing)."
+)
 #: the estimate is said once this many steps have been timed (the first steps warm up)
 ESTIMATE_AFTER_STEPS = 3
 #: ... or once this much time went by, whichever comes first
@@ -474,7 +481,10 @@ def _check_weights(settings: protocol.SketchSettings, weights_dir: str | None) -
 
     missing = weight_check.find_missing(weight_check.job_models(settings), weights_dir)
     if missing:
-        raise CommandError(weight_check.missing_message(missing))
+        message = weight_check.missing_message(missing)
+        if not any(entry.model.startswith("test-tiny") for entry in missing):
+            message += "\n" + TINY_MODELS_HINT
+        raise CommandError(message)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,18 +49,3 @@ def check_fits(settings: protocol.SketchSettings, workers: list[dict[str, Any]])
         f"but only {format_bytes(free)} is free; use fewer levels or seeds, free some memory, "
         "or use a GPU",
     )
-
-
-def help_text() -> str:
-    """What a job needs, for ``clipasso serve --help``."""
-    default = protocol.SketchSettings()
-    levels, seeds, model = len(default.levels), default.seeds, default.loss_model
-    cpu = estimate_peak_bytes(levels, seeds, "cpu", model)
-    gpu = estimate_peak_bytes(levels, seeds, "cuda", model)
-    one = estimate_peak_bytes(1, 1, "cpu", model)
-    return (
-        f"Memory: the default job ({levels} levels x {seeds} seeds with {model}) needs about "
-        f"{format_bytes(cpu)} on the CPU and {format_bytes(gpu)} on a GPU; 1 level x 1 seed "
-        f"about {format_bytes(one)} on the CPU (it grows with levels x seeds). A job that "
-        "does not fit in its device's free memory is refused (422 insufficient_memory)."
-    )

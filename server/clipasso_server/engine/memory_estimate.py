@@ -48,6 +48,19 @@ def device_kind(device: str) -> str:
     return "cpu" if kind == "cpu" else "cuda"
 
 
+def peak_bytes(
+    levels: int | Sequence[int], seeds: int, device_kind_: str, model: str = "RN101"
+) -> int:
+    """The fitted peak in bytes, without headroom: what ``bench/memory.py`` measures (the
+    figure the README and ``clipasso serve --help`` give). Arguments as for
+    :func:`estimate_peak_bytes`."""
+    count = levels if isinstance(levels, int) else len(levels)
+    if count < 1 or seeds < 1:
+        raise ValueError(f"levels and seeds must be at least 1, got {count} and {seeds}")
+    base, per_sketch = PEAK_FIT[(device_kind(device_kind_), model_family(model))]
+    return int((base + per_sketch * count * seeds) * MIB)
+
+
 def estimate_peak_bytes(
     levels: int | Sequence[int], seeds: int, device_kind_: str, model: str = "RN101"
 ) -> int:
@@ -63,6 +76,23 @@ def estimate_peak_bytes(
         raise ValueError(f"levels and seeds must be at least 1, got {count} and {seeds}")
     base, per_sketch = PEAK_FIT[(device_kind(device_kind_), model_family(model))]
     return int((base + per_sketch * count * seeds) * MARGIN * MIB)
+
+
+def memory_text(levels: int, seeds: int, model: str) -> str:
+    """What a job of ``levels`` x ``seeds`` with ``model`` (the default job, as ``clipasso
+    serve --help`` says it) needs: the one source of the figures users are told."""
+    cpu = peak_bytes(levels, seeds, "cpu", model)
+    one = peak_bytes(1, 1, "cpu", model)
+    gpu = peak_bytes(levels, seeds, "cuda", model)
+    per_sketch = PEAK_FIT[("cpu", model_family(model))][1] * MIB
+    return (
+        f"Memory: the default job ({levels} levels x {seeds} seeds with {model}) peaks at "
+        f"about {format_bytes(cpu)} on the CPU (measured with bench/memory.py), 1 level x 1 "
+        f"seed at about {format_bytes(one)}; each level x seed adds about "
+        f"{format_bytes(per_sketch)}. On a GPU (not measured) about {format_bytes(gpu)} of "
+        f"device memory. A job whose peak plus {round((MARGIN - 1) * 100)} % headroom does not "
+        "fit in its device's free memory is refused (422 insufficient_memory)."
+    )
 
 
 def format_bytes(count: float) -> str:
