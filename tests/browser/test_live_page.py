@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from daemon_helpers import TINY_MODELS, job_body, png_bytes
+from daemon_helpers import HANG_S, TINY_MODELS, job_body, png_bytes
 
 from inkscape_clipasso import protocol
 
@@ -28,6 +28,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 INKSCAPE = "{http://www.inkscape.org/namespaces/inkscape}"
 #: where the screenshot of a running job is copied for the README, when asked
 SCREENSHOT_COPY_ENV = "CLIPASSO_LIVE_VIEW_PNG"
+#: Playwright's limit on every wait: long enough that it only catches a hang
+HANG_MS = int(HANG_S * 1000)
 
 
 def card(page, job_id: str):
@@ -64,20 +66,20 @@ def test_running_job_shows_progress_and_live_previews_and_cancels(start_daemon, 
     page.goto(client.url + "/")
     page.evaluate("window.loadedOnce = true")
     row = card(page, job["id"])
-    expect(row).to_have_attribute("data-state", "running", timeout=60_000)
+    expect(row).to_have_attribute("data-state", "running", timeout=HANG_MS)
 
     # the progress bar advances
     bar = row.locator("progress.bar")
-    page.wait_for_function("(bar) => bar.value > 0", arg=bar.element_handle(), timeout=60_000)
+    page.wait_for_function("(bar) => bar.value > 0", arg=bar.element_handle(), timeout=HANG_MS)
     first = float(bar.evaluate("b => b.value"))
     page.wait_for_function(
-        "([bar, first]) => bar.value > first", arg=[bar.element_handle(), first], timeout=60_000
+        "([bar, first]) => bar.value > first", arg=[bar.element_handle(), first], timeout=HANG_MS
     )
-    expect(row.locator(".numbers")).to_contain_text("steps/s", timeout=30_000)
+    expect(row.locator(".numbers")).to_contain_text("steps/s", timeout=HANG_MS)
     expect(row.locator(".numbers")).to_contain_text("left")
 
     # one preview per level with that level's strokes, over the photo's thumbnail
-    expect(row.locator("figure.preview")).to_have_count(3, timeout=120_000)
+    expect(row.locator("figure.preview")).to_have_count(3, timeout=HANG_MS)
     for strokes in (4, 8, 16):
         expect(row.locator(f'figure[data-strokes="{strokes}"] path')).to_have_count(strokes)
     expect(row.locator("img.thumb")).to_be_visible()
@@ -91,7 +93,7 @@ def test_running_job_shows_progress_and_live_previews_and_cancels(start_daemon, 
         "([path, d]) => path.isConnected ? path.getAttribute('d') !== d : true",
         arg=[stroke.element_handle(), before],
         # a new snapshot comes every 10 steps (eval_every), slow on a busy 2-core machine
-        timeout=180_000,
+        timeout=HANG_MS,
     )
     assert row.locator('figure[data-strokes="16"] path').first.get_attribute("d") != before
     assert page.evaluate("window.loadedOnce") is True
@@ -107,7 +109,7 @@ def test_running_job_shows_progress_and_live_previews_and_cancels(start_daemon, 
     cancel = row.locator("button.cancel")
     cancel.focus()
     page.keyboard.press("Enter")
-    expect(row).to_have_attribute("data-state", "cancelled", timeout=30_000)
+    expect(row).to_have_attribute("data-state", "cancelled", timeout=HANG_MS)
     expect(row.locator(".state")).to_have_text("Cancelled")
     expect(cancel).to_be_hidden()
     assert client.status(job["id"])["state"] == protocol.CANCELLED
@@ -135,9 +137,9 @@ def test_dropped_photo_becomes_a_finished_job_whose_svg_downloads(start_daemon, 
     page.click("#submit")
 
     row = page.locator("li.job").first
-    expect(row).to_have_attribute("data-state", "done", timeout=90_000)
+    expect(row).to_have_attribute("data-state", "done", timeout=HANG_MS)
     expect(row.locator(".link")).to_have_text("disc.png")
-    expect(row.locator("figure.preview")).to_have_count(2, timeout=30_000)
+    expect(row.locator("figure.preview")).to_have_count(2, timeout=HANG_MS)
     with page.expect_download() as download_info:
         row.locator("button.download").click()
     download = download_info.value
@@ -157,7 +159,7 @@ def test_dropped_photo_becomes_a_finished_job_whose_svg_downloads(start_daemon, 
     page.goto(f"{client.url}/jobs/{job_id}")
     expect(page.locator("li.job")).to_have_count(1)
     expect(page.locator("#new-job")).to_be_hidden()
-    expect(card(page, job_id).locator("figure.preview path")).to_have_count(5, timeout=30_000)
+    expect(card(page, job_id).locator("figure.preview path")).to_have_count(5, timeout=HANG_MS)
     assert page.console_errors == []
 
 
@@ -200,8 +202,8 @@ def test_token_protected_daemon_refuses_the_page_until_the_token_is_given(
     fill_tiny_settings(page, iterations="3")
     page.click("#submit")
     expect(page.locator("#form-status")).to_have_text("Queued: picked.png.")
-    expect(page.locator("li.job")).to_have_count(2, timeout=30_000)
-    expect(page.locator("li.job").first).to_have_attribute("data-state", "done", timeout=90_000)
+    expect(page.locator("li.job")).to_have_count(2, timeout=HANG_MS)
+    expect(page.locator("li.job").first).to_have_attribute("data-state", "done", timeout=HANG_MS)
 
     api_calls = [r for r in requests if "/v1/" in r.url]
     assert api_calls

@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from daemon_helpers import job_body, png_bytes, unknown_job_id
+from daemon_helpers import HANG_S, job_body, png_bytes, unknown_job_id
 from PIL import Image
 
 from inkscape_clipasso import protocol
@@ -17,7 +17,7 @@ from inkscape_clipasso import protocol
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=HANG_S) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -114,7 +114,7 @@ def test_thumbnail_follows_the_exif_orientation(start_daemon):
     _, _, data = fetch(f"{client.url}/v1/jobs/{body['id']}/thumbnail")
     with Image.open(io.BytesIO(data)) as thumbnail:
         assert thumbnail.size == (40, 80)
-    result = client.result(client.wait(body["id"], timeout=60)["id"])
+    result = client.result(client.wait(body["id"])["id"])
     assert (result["image"]["width"], result["image"]["height"]) == (40, 80)
 
 
@@ -123,7 +123,7 @@ def test_the_page_watching_a_job_does_not_keep_it_from_being_abandoned(start_dae
     client, _ = start_daemon(abandon_after_s=1.0)
     watched = client.submit(iterations=20000)
     viewer = {"X-Clipasso-Viewer": "1"}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_S
     state = protocol.QUEUED
     while state not in protocol.FINAL_STATES and time.monotonic() < deadline:
         for path in ("", "/result?partial=1", "/thumbnail"):

@@ -123,7 +123,7 @@ def export_png(profile: Path, document: Path, png: Path, dpi: float) -> subproce
         "timeout",
         "-k",
         "5",
-        "120",
+        "600",  # hang-only limits, like run_extension's
         "inkscape",
         str(document),
         "--export-type=png",
@@ -132,7 +132,7 @@ def export_png(profile: Path, document: Path, png: Path, dpi: float) -> subproce
         "--export-area-page",
     ]
     return subprocess.run(
-        command, env=_env(profile), capture_output=True, text=True, timeout=150, check=False
+        command, env=_env(profile), capture_output=True, text=True, timeout=630, check=False
     )
 
 
