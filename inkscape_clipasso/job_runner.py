@@ -111,7 +111,7 @@ def run_jobs(
     estimate: Estimate | None = None
     leave_running = False
     cached: set[str] = set()
-    early = False
+    early = judged = False
     try:
         for index, body in enumerate(bodies):
             earlier = resume[index] if index < len(resume) else None
@@ -139,20 +139,23 @@ def run_jobs(
                 raise DaemonError("Cancelled in Inkscape; the daemon's jobs were cancelled.")
             if estimate is None:
                 estimate = _estimate(statuses, job_ids)
-                if (
-                    estimate is not None
-                    and not options.keep_running
-                    and is_far_beyond(estimate, end - clock())
-                ):
-                    raise DaemonError(too_long_message(estimate, limit))
             beyond = options.insert_now_beyond_s
             if (
                 beyond is not None
                 and len(finished) < len(job_ids)
                 and (beyond <= 0 or (estimate is not None and estimate.seconds > beyond))
             ):
-                leave_running = early = True  # insert now, the jobs go on (detached)
+                # not waiting beats refusing a job too long for the limit: it goes on detached
+                leave_running = early = True
                 break
+            if (
+                estimate is not None
+                and not judged
+                and not options.keep_running
+                and is_far_beyond(estimate, end - clock())
+            ):
+                raise DaemonError(too_long_message(estimate, limit))
+            judged = estimate is not None  # once, on the first estimate
             if len(finished) < len(job_ids):
                 sleep(min(delay, max(0.0, end - clock())))
                 delay = min(delay * 2, options.poll_interval)

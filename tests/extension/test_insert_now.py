@@ -206,3 +206,25 @@ def test_not_waiting_submits_detached_whatever_the_limit_would_do(photo_svg, fak
     assert run.status == 0, run.stderr
     assert fake_daemon.requests[0].body["detached"] is True
     assert "DELETE" not in methods(fake_daemon)
+
+
+def test_automatic_inserts_now_rather_than_refuse_a_job_too_long_for_the_limit(
+    photo_svg, fake_daemon
+):
+    """With "cancel" at the limit, a job far beyond it is refused when the user waits; not
+    waiting loses no work, so automatic inserts it now and lets it run."""
+    fake_daemon.polls_before_done = -1
+    fake_daemon.eta_s = 9600.0
+    fake_daemon.steps_per_s = 0.21
+    run = run_extension(
+        photo_svg,
+        "--id=img1",
+        f"--url={fake_daemon.url}",
+        "--timeout=60",
+        "--on_time_limit=cancel",
+        "--poll_interval=0.05",
+    )
+    assert run.status == 0 and run.stderr == "", run.stderr
+    assert by_id(run.svg, "clipasso-img1").get(CLIPASSO + "state") == "running"
+    assert fake_daemon.requests[0].body["detached"] is True
+    assert "DELETE" not in methods(fake_daemon)

@@ -145,6 +145,7 @@ def test_far_beyond_the_limit_with_cancel_aborts_at_once(photo_svg, fake_daemon)
         "--timeout=60",
         "--on_time_limit=cancel",
         "--poll_interval=0.05",
+        "--when=wait",  # automatic would not wait at all (test_insert_now.py)
     )
     assert run.status != 0 and run.output == b""
     for phrase in ("about 2 h 40 min", "0.21 steps/s", "far beyond", "fewer iterations", "GPU"):
