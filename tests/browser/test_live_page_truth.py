@@ -32,21 +32,21 @@ def card(page, job_id: str):
 
 
 class SlowLoads:
-    """The worker's model store, whose model loads wait until ``loaded`` is set (everything
-    else is the real store's)."""
+    """The worker's model store, whose model loads wait until ``go`` is set (everything else
+    is the real store's)."""
 
-    def __init__(self, store, loaded: threading.Event) -> None:
-        self.store, self.loaded = store, loaded
+    def __init__(self, store, go: threading.Event) -> None:
+        self.store, self.go = store, go
 
     def __getattr__(self, name: str):
         return getattr(self.store, name)
 
     def loss_model(self, name: str):
-        assert self.loaded.wait(HANG_S)
+        assert self.go.wait(HANG_S)
         return self.store.loss_model(name)
 
     def saliency_model(self, name: str):
-        assert self.loaded.wait(HANG_S)
+        assert self.go.wait(HANG_S)
         return self.store.saliency_model(name)
 
 
@@ -102,6 +102,8 @@ def test_loading_budget_and_markup_name_are_shown_as_they_are(start_daemon, page
     expect(queued.locator(".numbers")).to_contain_text("time budget 1 h 00 min")
     assert client.delete(f"/v1/jobs/{second}")[0] == 200
     expect(queued.locator(".state")).to_have_text("Cancelled", timeout=HANG_MS)
+    # the first job was cancelled, not failed (the store it ran on was swapped under it)
+    expect(card(page, first).locator(".state")).to_have_text("Cancelled")
     assert page.evaluate("window.injected") is None
     assert page.console_errors == []
 
