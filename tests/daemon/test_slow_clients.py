@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -244,11 +245,16 @@ def test_a_connection_flood_under_a_low_file_limit_loses_nothing(tmp_path, test_
         process.terminate()
         _, stderr = process.communicate(timeout=HANG_S)
     assert "Too many open files" not in stderr, stderr[-3000:]
-    cap = int(stderr.split("refusing new connections: ")[1].split()[0])
+    found = re.search(r"refusing new connections: (\d+)|(\d+) connections are open", stderr)
+    assert found, stderr[-3000:]
+    cap = int(found.group(1) or found.group(2))
     # every socket over the cap is closed before the next is accepted (asyncio's own accept
-    # once kept batches of refused ones open at once, past the files kept in reserve)
-    assert peak[0] - before <= cap + 2, (peak[0], before, cap)
-    # those over the cap were told to come back later (and that was logged)
-    assert answered_429 > 0 or "refusing new connections" in stderr, (answered_429, refused)
+    # once kept batches of refused ones open at once, past the files kept in reserve); one
+    # more is open only while an idle one closed for it goes on the loop's next turn
+    assert peak[0] - before <= cap + 1, (peak[0], before, cap)
+    # at the cap the oldest idle ones were closed for newcomers, or those were told to come
+    # back later (and that was logged, once per kind and interval)
+    assert answered_429 > 0 or "closing the oldest idle" in stderr, (answered_429, refused)
     assert stderr.count("refusing new connections") <= 3, stderr[-3000:]
+    assert stderr.count("closing the oldest idle") <= 3, stderr[-3000:]
     assert len(stderr) < 20_000, len(stderr)

@@ -9,8 +9,10 @@ running job then could not save its result. Here:
   them through :class:`FloodLog` (one line per kind per interval, with a count);
 * a connection must send its headers within ``header_timeout_s`` of connecting or of its
   previous answer (aiohttp's keep-alive timer, which also runs before the first request);
-* :class:`LimitedSite` accepts connections itself and refuses those beyond a cap that stays
-  below the open-file limit, keeping files for the store, the workers and the decoders.
+* :class:`LimitedSite` accepts connections itself and keeps them under a cap that stays
+  below the open-file limit, keeping files for the store, the workers and the decoders: at
+  the cap it closes the oldest idle connection for a new one, and refuses (429) only when
+  every connection has a request under way.
 """
 
 from __future__ import annotations
@@ -177,6 +179,15 @@ class CountedHandler(JsonErrorHandler):
 
     released = False
 
+    @property
+    def idle(self) -> bool:
+        """No request of this connection is being answered or waits to be: it is a keep-alive
+        connection between requests, or has not sent a complete request line and headers."""
+        # aiohttp's own idle test (its keep-alive timer) reads the same two fields
+        return not getattr(self, "_request_in_progress", True) and not getattr(
+            self, "_messages", True
+        )
+
     def __init__(self, *args: Any, on_gone: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_gone = on_gone
@@ -220,6 +231,8 @@ class LimitedSite(web.BaseSite):
         self.flood = FloodLog()
         #: accepted sockets not closed yet: serving, or being handed to aiohttp
         self.open_connections = 0
+        #: the connections being served, oldest first (dicts keep their insertion order)
+        self._serving: dict[CountedHandler, None] = {}
         self._handing_over: set[asyncio.Future[None]] = set()
         self._refusal = refusal(self.cap)
 
@@ -245,7 +258,8 @@ class LimitedSite(web.BaseSite):
             except OSError as exc:
                 self._pause(listener, exc)
                 return
-            if self.open_connections >= self.cap:
+            at_cap = self.open_connections >= self.cap
+            if at_cap and not self._make_room():
                 self._refuse(conn)
                 continue
             self.open_connections += 1
@@ -253,6 +267,8 @@ class LimitedSite(web.BaseSite):
             task = asyncio.ensure_future(self._serve(conn))
             self._handing_over.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._handing_over.discard)
+            if at_cap:  # the socket closed for this one goes on the loop's next turn: no
+                return  # more accepts before that, or the sockets would pile up past the cap
 
     def _pause(self, listener: socket.socket, exc: OSError) -> None:
         """Out of files (or another accept error): stop accepting for a second."""
@@ -268,6 +284,25 @@ class LimitedSite(web.BaseSite):
                 loop.add_reader(listener, self._accept, listener)
 
         loop.call_later(ACCEPT_RETRY_S, resume)
+
+    def busy_connections(self) -> int:
+        """How many connections have a request under way (not idle)."""
+        return sum(not handler.idle for handler in self._serving)
+
+    def _make_room(self) -> bool:
+        """Close the oldest idle connection (between keep-alive requests, or not done sending
+        its headers) so that a new client gets in; whether there was one. One local process
+        holding hundreds of idle sockets once locked every other client out with 429s."""
+        victim = next((handler for handler in self._serving if handler.idle), None)
+        if victim is None:
+            return False
+        self.flood.note(
+            "evicted",
+            f"{self.cap} connections are open: closing the oldest idle ones to let new clients in",
+        )
+        victim.force_close()
+        victim.release()  # counted out now: its socket closes on the loop's next turn
+        return True
 
     def _refuse(self, conn: socket.socket) -> None:
         self.flood.note(
@@ -299,10 +334,12 @@ class LimitedSite(web.BaseSite):
             loop=asyncio.get_running_loop(),
             access_log=None,
             keepalive_timeout=self.header_timeout_s,
-            on_gone=self._gone,
+            on_gone=lambda: self._gone(handler),
         )
         handler.flood = self.flood  # one log per daemon, not per connection
+        self._serving[handler] = None
         return handler
 
-    def _gone(self) -> None:
+    def _gone(self, handler: CountedHandler) -> None:
         self.open_connections -= 1
+        self._serving.pop(handler, None)

@@ -88,6 +88,7 @@ class Daemon:
         self.url = ""
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self.site: LimitedSite | None = None
         self._watchdog: asyncio.Task | None = None
         self._pruner: asyncio.Task | None = None
         self._retrier: asyncio.Task | None = None
@@ -114,6 +115,7 @@ class Daemon:
             max_connections=self.config.max_connections,
             header_timeout_s=self.config.header_timeout_s,
         )
+        self.site = site
         try:
             await site.start()
         except OSError as exc:
