@@ -88,7 +88,9 @@ def test_frozen_sketches_leave_the_batch_and_stay_where_they_froze(loss_model, p
     def on_step(report) -> None:
         seen.append((list(report.best.frozen), report.best.points.clone()))
 
-    settings = LoopSettings(iterations=12, eval_every=1, augmentations=VIEWS, plateau_patience=1)
+    settings = LoopSettings(
+        iterations=12, eval_every=1, augmentations=VIEWS, plateau_patience=1, chunk_images=3
+    )
     outcome = optimise(
         Target(photo, counting),
         points,
@@ -98,8 +100,8 @@ def test_frozen_sketches_leave_the_batch_and_stay_where_they_froze(loss_model, p
         on_step=on_step,
     )
     # calls: the photo's plain features (Target); per step one no-grad forward of the photo's
-    # VIEWS views, then the sketch images in chunks (of 6 or 3 here, never VIEWS); the final
-    # evaluation last
+    # VIEWS views, then the sketch images in chunks of 3 (never VIEWS); the final evaluation
+    # last
     per_step: list[int] = []
     for count in counting.calls[1:-1]:
         if count == VIEWS:

@@ -80,7 +80,7 @@ def _legacy_step(target, drawing, points, grid):
     return loss.detach(), plain.detach(), p.grad
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000, None])
 @pytest.mark.parametrize("views", [0, 3])
 def test_chunked_step_gives_the_one_batch_loss_and_gradient(
     loss_model, photo, chunk, views, monkeypatch
