@@ -89,8 +89,9 @@ def test_a_killed_worker_fails_its_job_says_why_and_the_next_job_runs(serve):
     code, kept = client.get(f"/v1/jobs/{doomed['id']}/result?partial=1")
     assert code == 200 and kept["partial"] is True and kept["step"] >= snapshot["step"]
     message = status["error"]["message"]
-    assert "SIGKILL" in message and "out of memory" in message, message
-    assert status["error"]["error"] == "insufficient_memory"
+    # sent by hand, not by the kernel's OOM killer: not called out of memory
+    assert "SIGKILL" in message and "ran out of memory" not in message, message
+    assert status["error"]["error"] == "internal"
     (restarted,) = _wait_workers(client, lambda w: w[0]["restarts"] == 1)
     assert restarted["pid"] != worker["pid"]
     after = client.submit(iterations=2, seed=2)

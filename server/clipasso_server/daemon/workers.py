@@ -53,15 +53,24 @@ log = logging.getLogger("clipasso.daemon")
 
 _POLL_S = 0.05
 _CGROUP_EVENTS = "/sys/fs/cgroup/memory.events"
+_VMSTAT = "/proc/vmstat"
 
 
 def oom_kills() -> int | None:
-    """The cgroup's count of OOM kills (cgroup v2 ``memory.events``); None where unreadable."""
+    """How many processes the kernel's OOM killer has ended so far: this cgroup's count (v2
+    ``memory.events``) plus the whole system's (``/proc/vmstat``); None where neither can be
+    read. A rise across a worker's death means the OOM killer ended it, as far as can be told."""
+    counts = [_counter(_CGROUP_EVENTS, "oom_kill"), _counter(_VMSTAT, "oom_kill")]
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
+
+
+def _counter(path: str, key: str) -> int | None:
     try:
-        with open(_CGROUP_EVENTS, encoding="ascii") as events:
-            for line in events:
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
+        with open(path, encoding="ascii") as lines:
+            for line in lines:
+                name, _, value = line.partition(" ")
+                if name == key:
                     return int(value)
     except (OSError, ValueError):
         pass
@@ -70,8 +79,8 @@ def oom_kills() -> int | None:
 
 def describe_death(exitcode: int | None, oom_before: int | None) -> tuple[str, str]:
     """``(what happened, error code)`` for a worker that ended with ``exitcode`` (negative:
-    killed by that signal). SIGKILL is what the kernel's OOM killer sends: the cgroup's OOM
-    counter or a nearly full memory make it "out of memory", a bare SIGKILL "probably"."""
+    killed by that signal). A SIGKILL is called out of memory only when the kernel's count of
+    OOM kills rose meanwhile: anyone may send SIGKILL (a user, a supervisor, a test)."""
     if exitcode is None:
         return "it stopped answering", "internal"
     if exitcode >= 0:
@@ -83,17 +92,16 @@ def describe_death(exitcode: int | None, oom_before: int | None) -> tuple[str, s
     if -exitcode != signal.SIGKILL:
         return f"it was killed by {name}", "internal"
     after = oom_kills()
-    if oom_before is not None and after is not None and after > oom_before:
+    if oom_before is None or after is None:
+        return "it was killed by SIGKILL (whether by the OOM killer cannot be told here)", (
+            "internal"
+        )
+    if after > oom_before:
         return "it ran out of memory: the kernel's OOM killer ended it (SIGKILL)", (
             "insufficient_memory"
         )
-    memory = mem_available_bytes()
-    if memory and memory["free_bytes"] < 0.05 * memory["total_bytes"]:
-        return "it was killed by SIGKILL with memory nearly full: out of memory", (
-            "insufficient_memory"
-        )
-    return "it was killed by SIGKILL, probably out of memory (the OOM killer sends it)", (
-        "insufficient_memory"
+    return "it was killed by SIGKILL, not by the kernel's OOM killer (no OOM kill counted)", (
+        "internal"
     )
 
 
