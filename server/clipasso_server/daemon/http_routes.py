@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -193,7 +194,14 @@ async def submit_job(request: web.Request) -> web.Response:
     image_sha256, key, thumbnail = await _in_pool(
         context.decode_pool, _check_image, context.engine, job_request.image, settings
     )
-    await _in_thread(context.engine.check_weights, job_request.settings)
+    try:
+        await _in_thread(context.engine.check_weights, job_request.settings)
+    except protocol.ProtocolError as exc:
+        # the folders searched are the server's business: named in its log, not to clients
+        log.warning("refused a job: %s", exc.message)
+        raise protocol.ProtocolError(
+            exc.code, f"{hide_server_paths(exc.message)} (the daemon's log names the folders)"
+        ) from None
     if key is not None:
         cached = await _cached_job(context, key)
         if cached is not None:
@@ -219,6 +227,15 @@ async def submit_job(request: web.Request) -> web.Response:
         {"id": job.id, "state": protocol.QUEUED, "queue_position": position, "cached": False},
         status=202,
     )
+
+
+#: an absolute path: a slash not inside a URL (after ``:``, ``/`` or a word character)
+_SERVER_PATH = re.compile(r"""(?<![\w.:/~])(?:~|[A-Za-z]:)?/(?:[^\s'",;)]*[^\s'",;).])?""")
+
+
+def hide_server_paths(text: str) -> str:
+    """``text`` with the server's absolute paths replaced by ``<path>`` (URLs are kept)."""
+    return _SERVER_PATH.sub("<path>", text)
 
 
 async def _read_job_request(request: web.Request, context: DaemonContext) -> protocol.JobRequest:
