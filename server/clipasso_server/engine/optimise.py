@@ -177,22 +177,32 @@ def step_backward(
     few images at a time: the activations, and the peak memory, shrink with the chunk. The
     images are made and the renderer is differentiated once, outside the chunks.
     """
-    if chunk is None:
-        loss, plain = step_loss(sketches, target, grid)
-        loss.sum().backward()
-        return loss.detach(), plain.detach()
     count = int(sketches.shape[0])
     images = resize(sketches, target.size)
     views = 0 if grid is None else int(grid.shape[0])
     if grid is not None:
         images = torch.cat([images, augment.apply_views(sketches, grid).flatten(0, 1)])
     reference = _references(target, grid)
+    scale = 1.0 / (1 + views)
+    if chunk is None:
+        # the images are [plain B, view 1 B, ...]: grouping their features [1+V, B, ...]
+        # against the photo's [1+V, 1, ...] needs no slices, whose backward would fill and
+        # add zero gradients the size of every feature map
+        maps, embedding = target.loss_model.features(images)
+        grouped = (
+            [m.view(1 + views, count, *m.shape[1:]) for m in maps],
+            embedding.view(1 + views, count, -1),
+        )
+        photo = [m[:, None] for m in reference[0]], reference[1][:, None]
+        per_image = target.loss_fn(grouped, photo)  # [1+V, B]
+        (per_image.sum() * scale).backward()
+        per_image = per_image.detach()
+        return per_image.sum(dim=0) * scale, per_image[0]
     which = torch.arange(1 + views, device=images.device).repeat_interleave(count)
     # each chunk its own leaf: a slice of one leaf would make its backward fill and add a
     # gradient the size of all the images, once per chunk
     parts = [part.detach().requires_grad_(True) for part in images.detach().split(chunk)]
     per_image = []
-    scale = 1.0 / (1 + views)
     for part, index in zip(parts, which.split(chunk), strict=True):
         losses = target.loss_fn(target.loss_model.features(part), _pick(reference, index))
         (losses.sum() * scale).backward()
