@@ -7,7 +7,7 @@ import json
 import threading
 import uuid
 
-from daemon_helpers import job_body, png_bytes, tiny_settings
+from daemon_helpers import HANG_S, job_body, png_bytes, tiny_settings
 
 from inkscape_clipasso import protocol
 
@@ -124,7 +124,7 @@ def test_ten_clients_at_once_are_served_one_at_a_time_in_order(shared_daemon):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(120)
+        thread.join(HANG_S)
     assert not errors, errors
     assert len(results) == 10 and all(r["state"] == protocol.DONE for r in results.values())
 

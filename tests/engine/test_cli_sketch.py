@@ -79,7 +79,7 @@ def test_console_script_runs(test_weights_dir, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # only catches a hang
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -32,7 +32,7 @@ def version() -> str:
         return "not installed"
     try:
         done = subprocess.run(
-            ["inkscape", "--version"], capture_output=True, text=True, timeout=60, check=False
+            ["inkscape", "--version"], capture_output=True, text=True, timeout=600, check=False
         )
     except subprocess.TimeoutExpired:
         return "did not answer --version"
