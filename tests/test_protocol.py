@@ -182,6 +182,13 @@ def test_status_validation():
         protocol.validate_status({**status, "best_loss": {"four": 1.0}})
     with pytest.raises(ProtocolError):
         protocol.validate_status({**status, "error": {"error": "x"}})
+    # what the live page says of a job its time budget stopped
+    done = {**status, "state": "done", "time_budget_s": 60.0, "stop_reason": "budget"}
+    assert protocol.validate_status(done)["stop_reason"] == "budget"
+    with pytest.raises(ProtocolError, match="stop_reason"):
+        protocol.validate_status({**done, "stop_reason": "tired"})
+    with pytest.raises(ProtocolError):
+        protocol.validate_status({**done, "time_budget_s": "a minute"})
 
 
 def test_error_bodies_parse():
