@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import importlib.util
+import ipaddress
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from typing import Any
@@ -38,6 +42,8 @@ from clipasso_server.engine.errors import EngineError
 log = logging.getLogger("clipasso.daemon")
 
 INSTALL_HINT = "pip install 'clipasso-inkscape[ray]' (or pip install ray)"
+LOOPBACK = "127.0.0.1"
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _POLL_S = 0.1
 _init_lock = threading.Lock()
 
@@ -51,16 +57,123 @@ def ray_missing() -> str | None:
 
 def ensure_ray(address: str | None) -> Any:
     """The ``ray`` module, connected: to ``address``, else to the Ray already initialised in
-    this process (the tests start one), else to a new local one."""
+    this process (the tests start one), else to a new local head on loopback only."""
     missing = ray_missing()
     if missing:
         raise WorkerError(missing)
+    if address is None:
+        _loopback_only_ray()
     import ray
 
     with _init_lock:
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            if address is not None:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                _start_local_head(ray)
     return ray
+
+
+def _loopback_only_ray() -> None:
+    """Make a local Ray head keep to 127.0.0.1.
+
+    Ray's services take no authentication and run code they are sent, by design. Asked for
+    node address 127.0.0.1, Ray replaces it with the machine's outward address, and its gRPC
+    servers then listen on every interface; only where Ray thinks clusters unsupported (its
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` switch) does it keep the loopback address, and then
+    every service binds to it. Set for this process (Ray's constants may be imported already)
+    and for the services it starts (they inherit the environment).
+    """
+    os.environ[_CLUSTER_SWITCH] = "0"
+    if "ray" in sys.modules:
+        constants = importlib.import_module("ray._private.ray_constants")
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def _start_local_head(ray: Any) -> None:
+    """``ray.init`` of a head on 127.0.0.1, then a check that none of its processes listens
+    anywhere else (a Ray version that binds the wildcard anyway is refused, not exposed)."""
+    ray.init(
+        _node_ip_address=LOOPBACK,
+        include_dashboard=False,
+        dashboard_host=LOOPBACK,
+        log_to_driver=False,
+    )
+    exposed = [
+        f"{address}:{port}"
+        for address, port in listening_addresses(os.getpid())
+        if not ipaddress.ip_address(address).is_loopback
+    ]
+    if exposed:
+        ray.shutdown()
+        raise WorkerError(
+            "the local Ray head listened outside loopback "
+            f"({', '.join(sorted(set(exposed))[:4])}): refusing to run it open to the "
+            "network; start a cluster yourself behind a firewall and pass --ray-address"
+        )
+
+
+def listening_addresses(root_pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of process ``root_pid`` and its
+    descendants, from /proc (Linux; elsewhere an empty list)."""
+    sockets: dict[str, tuple[str, int]] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{table}", encoding="ascii") as rows:
+                next(rows)
+                for row in rows:
+                    fields = row.split()
+                    if fields[3] == "0A":  # LISTEN
+                        hex_address, hex_port = fields[1].split(":")
+                        sockets[fields[9]] = (_proc_address(hex_address), int(hex_port, 16))
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    found = []
+    for pid in _descendants(root_pid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            inode = link[len("socket:[") : -1] if link.startswith("socket:[") else None
+            if inode in sockets:
+                found.append(sockets[inode])
+    return found
+
+
+def _proc_address(hex_address: str) -> str:
+    """A /proc/net address (32-bit words in host byte order) as text; an IPv4-mapped IPv6
+    address as its IPv4 form."""
+    raw = b"".join(
+        int(hex_address[i : i + 8], 16).to_bytes(4, sys.byteorder)
+        for i in range(0, len(hex_address), 8)
+    )
+    address = ipaddress.ip_address(raw)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def _descendants(root_pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(name))
+    found, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
 
 
 class SketchActor:
