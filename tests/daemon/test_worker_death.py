@@ -39,3 +39,18 @@ def test_the_cgroup_count_counts_too(tmp_path, monkeypatch):
     before = workers.oom_kills()
     events.write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
     assert workers.describe_death(-signal.SIGKILL, before)[1] == "insufficient_memory"
+
+
+def test_the_cancel_grace_follows_the_measured_step_time():
+    from clipasso_server.daemon.worker_process import CANCEL_GRACE_STEPS, StepClock
+    from clipasso_server.engine.types import Progress
+
+    seen = []
+    clock = StepClock(lambda report, snapshot=None: seen.append(report.step))
+    assert clock.grace_s(5.0) == 5.0  # nothing measured yet: the configured grace
+    clock(Progress(step=1, total=10, best_loss={}, elapsed_s=1.0, step_time_s=0.5), None)
+    assert clock.grace_s(5.0) == 5.0  # fast steps: the configured grace still
+    clock(Progress(step=2, total=10, best_loss={}, elapsed_s=30.0, step_time_s=12.0), None)
+    assert clock.grace_s(5.0) == CANCEL_GRACE_STEPS * 12.0  # a loaded machine's slow steps
+    clock(Progress(step=3, total=10, best_loss={}, elapsed_s=31.0, step_time_s=None), None)
+    assert clock.grace_s(5.0) == CANCEL_GRACE_STEPS * 12.0 and seen == [1, 2, 3]

@@ -36,7 +36,12 @@ from clipasso_server.daemon.worker_base import (
     cancelled_with,
     settle,
 )
-from clipasso_server.daemon.worker_process import ProgressSink, SketchRunner, WorkerOptions
+from clipasso_server.daemon.worker_process import (
+    ProgressSink,
+    SketchRunner,
+    StepClock,
+    WorkerOptions,
+)
 from clipasso_server.engine.errors import EngineError
 
 log = logging.getLogger("clipasso.daemon")
@@ -315,11 +320,12 @@ class RayWorker(RestartingWorker):
     ) -> dict[str, Any]:
         ray = self._ray
         cancel_sent_at: float | None = None
+        clock = StepClock(progress)
         try:
             ray.get(actor.start_job.remote(job.image, job.settings))
             while True:
                 for event in ray.get(actor.poll.remote()):
-                    final = settle(event, progress)
+                    final = settle(event, clock)
                     if final is not None:
                         self.last_info, body, error = final
                         if error is not None:
@@ -330,8 +336,8 @@ class RayWorker(RestartingWorker):
                     if cancel_sent_at is None:
                         actor.cancel.remote()
                         cancel_sent_at = now
-                    elif now - cancel_sent_at > self.cancel_grace_s:
-                        grace = self.cancel_grace_s
+                    elif now - cancel_sent_at > clock.grace_s(self.cancel_grace_s):
+                        grace = clock.grace_s(self.cancel_grace_s)
                         self._recreate(f"it did not stop within {grace:g} s of a cancel")
                         raise cancelled_with(None)
                 time.sleep(_POLL_S)

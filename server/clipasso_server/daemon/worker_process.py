@@ -30,6 +30,29 @@ log = logging.getLogger("clipasso.daemon")
 
 #: progress(report without snapshot, snapshot as a result body or None)
 ProgressSink = Callable[[Progress, "dict[str, Any] | None"], None]
+#: a cancel is read between steps: a worker that has measured its steps gets this many of
+#: them to stop before it is killed (and reloaded, 1 GB and seconds of work)
+CANCEL_GRACE_STEPS = 3
+
+
+class StepClock:
+    """A ProgressSink passing reports on and keeping the latest measured step time, so the
+    cancel grace can follow the machine's real pace."""
+
+    def __init__(self, progress: ProgressSink) -> None:
+        self.progress = progress
+        self.step_time_s: float | None = None
+
+    def __call__(self, report: Progress, snapshot: dict[str, Any] | None = None) -> None:
+        measured = getattr(report, "step_time_s", None)
+        if isinstance(measured, (int, float)) and measured > 0:
+            self.step_time_s = float(measured)
+        self.progress(report, snapshot)
+
+    def grace_s(self, base_s: float) -> float:
+        """``base_s``, or :data:`CANCEL_GRACE_STEPS` measured steps when that is longer (a
+        loaded machine once had 5 s steps, and every cancel killed a healthy worker)."""
+        return max(base_s, CANCEL_GRACE_STEPS * (self.step_time_s or 0.0))
 
 
 def result_body(result: Any) -> dict[str, Any]:

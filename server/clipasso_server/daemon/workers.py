@@ -40,6 +40,7 @@ from clipasso_server.daemon.worker_base import (
 )
 from clipasso_server.daemon.worker_process import (
     ProgressSink,
+    StepClock,
     WorkerOptions,
     cancelled_snapshot,
     mem_available_bytes,
@@ -243,11 +244,12 @@ class ProcessWorker(RestartingWorker):
         self, process: Any, conn: Any, job: Any, progress: ProgressSink, should_stop: Any
     ) -> dict[str, Any]:
         cancel_sent_at: float | None = None
+        clock = StepClock(progress)  # the cancel grace follows the measured step time
         try:
             conn.send(("run", job.image, job.settings))
             while True:
                 if conn.poll(_POLL_S):
-                    final = settle(conn.recv(), progress)
+                    final = settle(conn.recv(), clock)
                     if final is not None:
                         self.last_info, body, error = final
                         if error is not None:
@@ -260,10 +262,9 @@ class ProcessWorker(RestartingWorker):
                     if cancel_sent_at is None:
                         conn.send(("cancel",))
                         cancel_sent_at = now
-                    elif now - cancel_sent_at > self.cancel_grace_s:
-                        self._restart(
-                            f"it did not stop within {self.cancel_grace_s:g} s of a cancel"
-                        )
+                    elif now - cancel_sent_at > clock.grace_s(self.cancel_grace_s):
+                        grace = clock.grace_s(self.cancel_grace_s)
+                        self._restart(f"it did not stop within {grace:g} s of a cancel")
                         raise cancelled_with(None)
         except (EOFError, OSError, BrokenPipeError):
             if self._closing:
