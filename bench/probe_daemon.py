@@ -8,8 +8,14 @@
    submitted at once, while one thread polls a job's status every 50 ms. Reports the HTTP
    process's resident memory (before, peak, 5 s after), the workers' too, how long each
    submission took, and the status polls' latency during the flood (median, p95, max).
+3. The same with ``--bomb-flood`` (default 4) 16-bit greyscale PNGs of 7000 x 7000 (tens of KB
+   each, 98 MB decoded as 16-bit) and one 7000 x 7000 JPEG 2000: the HTTP process's peak
+   (sampled, and the kernel's high-water mark VmHWM at the end; target under 0.5 GB).
+4. ``--idle`` (default 400) idle connections held open by this process, then 50 plain
+   requests: how many were answered 200 and how many 429.
 
-    python bench/probe_daemon.py [--flood 12] [--size 7000] [--out bench/results/probe.json]
+    python bench/probe_daemon.py [--flood 12] [--size 7000] [--bomb-flood 4] [--idle 400]
+                                 [--out bench/results/probe.json]
 
 Uses the tiny test models (their weights are written to a temporary folder first), the CPU
 and a temporary state folder.
@@ -177,8 +183,155 @@ def probe_cases(port: int) -> list[tuple[str, bytes]]:
         ("unknown id", http_request("GET", "/v1/jobs/" + "0" * 32, port, host)),
         ("media type", http_request("POST", "/v1/jobs", port, {**host, "Content-Type": "text/x"},
                                     b"x")),
+        ("auth control byte", http_request("GET", "/v1/health", port,
+                                           {**host, "Authorization": "Bearer to\x01ken"})),
+        ("auth non-ascii", http_request("GET", "/v1/health", port, host).replace(
+            b"Connection: close", b"Authorization: Bearer tok\xffen\r\nConnection: close")),
+        ("fetch-site list", http_request("POST", "/v1/jobs", port,
+                                         {**js, "Sec-Fetch-Site": "same-origin, cross-site"},
+                                         job_json(image))),
+        ("dds header", http_request("POST", "/v1/jobs", port, js, job_json(dds_header()))),
+        ("avif damaged", http_request("POST", "/v1/jobs", port, js, job_json(damaged_avif()))),
+        ("jpeg no end", http_request("POST", "/v1/jobs", port, js, job_json(jpeg()[:-2]))),
+        ("16-bit bomb", http_request("POST", "/v1/jobs", port, js,
+                                     job_json(sixteen_bit(10000)))),
     ]  # fmt: skip
     return cases
+
+
+def sixteen_bit(side: int, shade: int = 1000) -> bytes:
+    """A 16-bit greyscale PNG, tiny on disk, ``side`` x ``side`` decoded."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("I;16", (side, side), shade)
+    ImageDraw.Draw(image).ellipse((side // 4, side // 4, side * 3 // 4, side * 3 // 4), 60000)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def jpeg2000(side: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), "white").save(out, "JPEG2000")
+    return out.getvalue()
+
+
+def jpeg() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (256, 256), (20, 90, 160)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def dds_header() -> bytes:
+    """128 bytes of DDS header with a pixel format Pillow does not implement."""
+    import struct
+
+    return (b"DDS " + struct.pack("<7I", 124, 0x1007, 64, 64, 0, 0, 0) + bytes(44)
+            + struct.pack("<2I4s5I", 32, 4, b"XYZW", 0, 0, 0, 0, 0)
+            + struct.pack("<5I", 0x1000, 0, 0, 0, 0))  # fmt: skip
+
+
+def damaged_avif() -> bytes:
+    """An AVIF with the first flipped byte that makes Pillow raise RuntimeError."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(out, "AVIF")
+    data = out.getvalue()
+    for index in range(len(data)):
+        damaged = bytearray(data)
+        damaged[index] ^= 0xFF
+        try:
+            Image.open(io.BytesIO(bytes(damaged))).load()
+        except RuntimeError:
+            return bytes(damaged)
+        except Exception:
+            continue
+    return data[: len(data) // 2]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The kernel's high-water mark of the process's resident memory (VmHWM)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def bomb_flood(port: int, pid: int, count: int) -> dict[str, Any]:
+    """``count`` 16-bit bombs and one 7000 x 7000 JPEG 2000 at once: the HTTP process's peak."""
+    url = f"http://127.0.0.1:{port}"
+    images = [sixteen_bit(7000, 1000 + i) for i in range(count)] + [jpeg2000(7000)]
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(rss_mb(pid))
+            time.sleep(0.02)
+
+    def submit(image: bytes) -> tuple[int, float, str | None]:
+        started = time.monotonic()
+        request = urllib.request.Request(
+            f"{url}/v1/jobs", data=job_json(image, iterations=1),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                status, body = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            status, body = error.code, {}
+        return status, time.monotonic() - started, body.get("id")
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    before = rss_mb(pid)
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(images)) as pool:
+        submits = list(pool.map(submit, images))
+    took = time.monotonic() - started
+    stop.set()
+    sampler.join(5)
+    for _, _, job_id in submits:
+        if job_id:
+            urllib.request.urlopen(
+                urllib.request.Request(f"{url}/v1/jobs/{job_id}", method="DELETE"), timeout=60
+            ).read()
+    return {
+        "images": f"{count} x 16-bit PNG 7000 x 7000 + 1 JPEG 2000 7000 x 7000",
+        "png_bytes": len(images[0]),
+        "submit_statuses": sorted({s for s, _, _ in submits}),
+        "submit_s_max": max(t for _, t, _ in submits),
+        "flood_s": took,
+        "http_rss_mb": {"before": before, "peak_sampled": max(samples or [before])},
+    }
+
+
+def idle_lockout(port: int, idle: int, tries: int = 50) -> dict[str, Any]:
+    """``idle`` connections that never send a byte, then ``tries`` plain requests."""
+    held = []
+    for _ in range(idle):
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        except OSError:
+            break
+    time.sleep(1.0)
+    answers: dict[str, int] = {}
+    for _ in range(tries):
+        status, _ = raw(port, http_request("GET", "/v1/health", port,
+                                           {"Host": f"127.0.0.1:{port}"}))  # fmt: skip
+        answers[str(status)] = answers.get(str(status), 0) + 1
+    for sock in held:
+        sock.close()
+    return {"idle_held": len(held), "requests": tries, "answers": answers}
 
 
 def run_probes(port: int, pid: int) -> dict[str, Any]:
@@ -295,6 +448,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flood", type=int, default=12)
     parser.add_argument("--size", type=int, default=7000)
+    parser.add_argument("--bomb-flood", type=int, default=4)
+    parser.add_argument("--idle", type=int, default=400)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "probe.json")
     args = parser.parse_args()
 
@@ -317,14 +472,20 @@ def main() -> int:
             time.sleep(3.0)  # let the worker come up
             probes = run_probes(port, serve.pid)
             flooded = flood(port, serve.pid, args.flood, args.size)
+            bombs = bomb_flood(port, serve.pid, args.bomb_flood)
+            bombs["http_peak_mb_whole_run"] = peak_rss_mb(serve.pid)
+            lockout = idle_lockout(port, args.idle)
         finally:
             serve.terminate()
             _, stderr = serve.communicate(timeout=60)
-    report = {"probes": probes, "flood": flooded, "log_bytes": len(stderr),
-              "log_tracebacks": stderr.count("Traceback")}  # fmt: skip
+    report = {"probes": probes, "flood": flooded, "bomb_flood": bombs, "idle_lockout": lockout,
+              "log_bytes": len(stderr), "log_tracebacks": stderr.count("Traceback"),
+              "log_has_token_bytes": "to\\x01ken" in stderr or "tok\\xffen" in stderr}  # fmt: skip
     summary = {k: v for k, v in probes.items() if k != "answers"}
     print(f"probes: {json.dumps(summary)}")
     print(f"flood:  {json.dumps(flooded, default=lambda v: round(v, 3))}")
+    print(f"bombs:  {json.dumps(bombs, default=lambda v: round(v, 3))}")
+    print(f"idle:   {json.dumps(lockout)}")
     print(f"log: {len(stderr)} bytes, {report['log_tracebacks']} tracebacks")
     write_report(args.out, report)
     return 0
