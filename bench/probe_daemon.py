@@ -8,7 +8,7 @@
    submitted at once, while one thread polls a job's status every 50 ms. Reports the HTTP
    process's resident memory (before, peak, 5 s after), the workers' too, how long each
    submission took, and the status polls' latency during the flood (median, p95, max).
-3. The same with ``--bomb-flood`` (default 4) 16-bit greyscale PNGs of 7000 x 7000 (tens of KB
+3. The same with ``--bomb-flood`` (default 4) 16-bit greyscale PNGs of 7000 x 7000 (126 KB
    each, 98 MB decoded as 16-bit) and one 7000 x 7000 JPEG 2000: the HTTP process's peak
    (sampled, and the kernel's high-water mark VmHWM at the end; target under 0.5 GB).
 4. ``--idle`` (default 400) idle connections held open by this process, then 50 plain
