@@ -231,7 +231,9 @@ class BestIterate:
     """Each sketch's best evaluated iterate so far, and whether it has stopped improving.
 
     A sketch whose last ``patience`` evaluations brought no improvement is *frozen*: the loop
-    stops moving it (None: never). ``points`` [B,S,4,2] stays on the iterates' device.
+    stops moving it (None: never) and, unless it runs the pre-#22 step, leaves it out of the
+    step's batch, so it is not evaluated again until the final evaluation. ``points``
+    [B,S,4,2] stays on the iterates' device.
     """
 
     def __init__(self, points: Tensor, patience: int | None = None) -> None:
@@ -381,6 +383,8 @@ def optimise(
     best = BestIterate(points, settings.plateau_patience)
     budget = budget or StepBudget(None)
     budget.begin()
+    if settings.chunk_images is not None and settings.chunk_images < 0:
+        raise ValueError(f"chunk_images must be 0 or more, got {settings.chunk_images}")
     chunk = settings.chunk_images or chunk_for(device)
     frozen: Tensor | None = None
     moving: Tensor | None = None  # the unfrozen sketches' indices once some froze
