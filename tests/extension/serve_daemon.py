@@ -13,6 +13,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,32 @@ def get_json(url: str, timeout: float = 30.0, headers: dict[str, str] | None = N
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+VIEWER = {"X-Clipasso-Viewer": "1"}  # read as the web page does: without keeping jobs alive
+
+
+def jobs(url: str) -> list[dict]:
+    """The daemon's jobs (without keeping them alive)."""
+    return get_json(f"{url}/v1/jobs", headers=VIEWER)["jobs"]
+
+
+def worker_pid(url: str) -> int:
+    """The pid of the daemon's one process worker (tests pause it with SIGSTOP)."""
+    (worker,) = get_json(f"{url}/v1/health")["workers"]
+    assert worker["backend"] == "process", worker
+    return int(worker["pid"])
+
+
+def has_strokes(url: str, job_id: str) -> bool:
+    """Whether the daemon has best-so-far strokes of the job (without keeping it alive)."""
+    try:
+        get_json(f"{url}/v1/jobs/{job_id}/result?partial=1", headers=VIEWER)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 409:  # not_ready
+            return False
+        raise
+    return True
 
 
 @contextmanager

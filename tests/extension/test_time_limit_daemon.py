@@ -17,13 +17,12 @@ import os
 import signal
 import threading
 import time
-import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
-from serve_daemon import get_json, missing_python, serve
+from serve_daemon import has_strokes, jobs, missing_python, serve, worker_pid
 
 from inkscape_clipasso import clipasso_sketch, job_runner
 
@@ -41,28 +40,6 @@ def daemon(tmp_path_factory):
     # an abandoned (unpolled) job is cancelled after 2 s: a detached one must not be
     with serve(tmp_path_factory.mktemp("daemon"), f"--abandon-after={ABANDON_AFTER_S}") as url:
         yield url
-
-
-def jobs(url: str) -> list[dict]:
-    """The daemon's jobs, read as the web page does (without keeping them alive)."""
-    return get_json(f"{url}/v1/jobs", headers={"X-Clipasso-Viewer": "1"})["jobs"]
-
-
-def worker_pid(url: str) -> int:
-    (worker,) = get_json(f"{url}/v1/health")["workers"]
-    assert worker["backend"] == "process", worker
-    return int(worker["pid"])
-
-
-def has_strokes(url: str, job_id: str) -> bool:
-    """Whether the daemon has best-so-far strokes of the job (without keeping it alive)."""
-    try:
-        get_json(f"{url}/v1/jobs/{job_id}/result?partial=1", headers={"X-Clipasso-Viewer": "1"})
-    except urllib.error.HTTPError as exc:
-        if exc.code == 409:  # not_ready
-            return False
-        raise
-    return True
 
 
 @contextmanager

@@ -18,14 +18,13 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
 
 import inkscape_runner
 import pytest
 from ext_helpers import INKSCAPE_NS, by_id, data_uri, layers, make_png
 from inkscape_runner import missing_programs, write_preferences
 from lxml import etree
-from serve_daemon import PYTHON, get_json, missing_python, serve
+from serve_daemon import PYTHON, has_strokes, jobs, missing_python, serve, worker_pid
 
 pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
 
@@ -45,27 +44,6 @@ def daemon(tmp_path_factory):
         pytest.skip(reason)
     with serve(tmp_path_factory.mktemp("daemon")) as url:
         yield url
-
-
-def jobs(url: str) -> list[dict]:
-    """The daemon's jobs, read as the web page does (without keeping them alive)."""
-    return get_json(f"{url}/v1/jobs", headers={"X-Clipasso-Viewer": "1"})["jobs"]
-
-
-def worker_pid(url: str) -> int:
-    (worker,) = get_json(f"{url}/v1/health")["workers"]
-    assert worker["backend"] == "process", worker
-    return int(worker["pid"])
-
-
-def has_strokes(url: str, job_id: str) -> bool:
-    try:
-        get_json(f"{url}/v1/jobs/{job_id}/result?partial=1", headers={"X-Clipasso-Viewer": "1"})
-    except urllib.error.HTTPError as exc:
-        if exc.code == 409:  # not_ready
-            return False
-        raise
-    return True
 
 
 def wait_for(condition, what: str) -> None:
