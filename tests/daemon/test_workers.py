@@ -27,13 +27,11 @@ def _maps(pid: int) -> str:
 
 
 def _ended(pid: int) -> bool:
-    """Whether the process has exited (a zombie waiting to be reaped counts: its parent's
-    next look sees it dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
+    """Whether our child process can be reaped, without reaping it (WNOWAIT): its parent's next
+    look sees it dead. A zombie in /proc is not enough: a killed multi-threaded process shows
+    its main thread as a zombie while its other threads are still exiting, and until they have,
+    the parent's waitpid still finds it alive."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _workers(client: Client) -> list[dict]:
