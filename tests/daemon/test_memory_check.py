@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from clipasso_server.daemon import memory_check
-from clipasso_server.engine.memory_estimate import estimate_peak_bytes
+from clipasso_server.engine.memory_estimate import estimate_peak_bytes, format_bytes, peak_bytes
 from inkscape_clipasso import protocol
 
 SETTINGS = protocol.SketchSettings(levels=(4, 8), seeds=2)
@@ -75,3 +75,13 @@ def test_one_worker_with_room_is_enough_and_an_unknown_reading_counts_as_room(ho
     memory_check.check_fits(SETTINGS, [tight, {"device": "cuda:1", "free_bytes": need}])
     memory_check.check_fits(SETTINGS, [tight, {"device": "cuda:1"}])  # still starting
     memory_check.check_fits(SETTINGS, [])  # no worker yet: nothing to judge
+
+
+def test_the_refusal_states_the_peak_users_are_told_and_the_headroom(host_free):
+    """One figure everywhere (issue 21): the refusal's peak is the README's and ``serve --help``'s
+    (``peak_bytes``), and the headroom figure is named as such."""
+    host_free(10**6)
+    message = _refused([_cpu_worker()])
+    peak = format_bytes(peak_bytes(SETTINGS.levels, SETTINGS.seeds, "cpu", SETTINGS.loss_model))
+    assert f"peaks at about {peak} " in message, message
+    assert f"{format_bytes(_cpu_need())} with 15 % headroom" in message, message

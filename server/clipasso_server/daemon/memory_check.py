@@ -13,7 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from clipasso_server.daemon.worker_process import mem_available_bytes
-from clipasso_server.engine.memory_estimate import device_kind, estimate_peak_bytes, format_bytes
+from clipasso_server.engine.memory_estimate import (
+    MARGIN,
+    device_kind,
+    estimate_peak_bytes,
+    format_bytes,
+)
 from inkscape_clipasso import protocol
 
 
@@ -44,8 +49,9 @@ def check_fits(settings: protocol.SketchSettings, workers: list[dict[str, Any]])
     device, need, free = max(needs, key=lambda item: item[2])
     raise protocol.ProtocolError(
         "insufficient_memory",
-        f"this job needs about {format_bytes(need)} of memory on {device} "
-        f"({len(settings.levels)} levels x {settings.seeds} seeds with {settings.loss_model}) "
+        f"this job peaks at about {format_bytes(need / MARGIN)} of memory on {device} "
+        f"({len(settings.levels)} levels x {settings.seeds} seeds with {settings.loss_model}), "
+        f"{format_bytes(need)} with {round((MARGIN - 1) * 100)} % headroom, "
         f"but only {format_bytes(free)} is free; use fewer levels or seeds, free some memory, "
         "or use a GPU",
     )
