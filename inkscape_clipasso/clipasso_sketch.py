@@ -288,7 +288,7 @@ class ClipassoSketch(inkex.EffectExtension):
             record = read_record(layer) if layer is not None else None
             if record is not None:
                 try:
-                    apply_result(self.svg, layer, record, result, taken)
+                    apply_result(self.svg, layer, record, result, taken, layer_options.url)
                     continue
                 except UpdateError:
                     pass  # a new layer then, as for any other run

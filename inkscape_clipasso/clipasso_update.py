@@ -31,6 +31,7 @@ from inkscape_clipasso.daemon_client import (
     DaemonClient,
     DaemonError,
     DaemonRefusedError,
+    DaemonTimeoutError,
     DaemonUnreachableError,
 )
 from inkscape_clipasso.layer_state import RUNNING, SketchRecord, sketch_layers
@@ -131,7 +132,7 @@ class ClipassoUpdate(inkex.EffectExtension):
                 result = latest_result(clients[record.url], record)
                 apply_result(self.svg, layer, record, result, taken)
                 updated += 1
-            except DaemonUnreachableError as exc:
+            except (DaemonUnreachableError, DaemonTimeoutError) as exc:
                 down[record.url] = (
                     f"its job is on the daemon at {record.url}, which does not answer; a "
                     f"daemon at another address does not have it. {exc}"
@@ -139,7 +140,7 @@ class ClipassoUpdate(inkex.EffectExtension):
                 problems.append(f'"{name}": {down[record.url]}')
             except NothingNewerError:
                 unchanged.append(f'"{name}": the daemon has no newer strokes yet')
-            except (DaemonError, UpdateError) as exc:
+            except (DaemonError, UpdateError, ValueError) as exc:
                 problems.append(f'"{name}": {exc}')
         if not updated:
             raise inkex.AbortExtension(

@@ -38,7 +38,8 @@ _WHY = {"budget": "time limit", "cancel": "cancelled"}
 #: The progress part of a label this module wrote (also the old "unfinished (step k of N)").
 _PROGRESS_SUFFIX = re.compile(r", (?:running|unfinished)\b[^,]*$")
 _SVG_G = "{http://www.w3.org/2000/svg}g"
-_NOT_CONTENT = ("{http://www.w3.org/2000/svg}desc", "{http://www.w3.org/2000/svg}title")
+#: What a level holds besides its strokes: kept on update, left out of the digest.
+NOT_CONTENT = ("{http://www.w3.org/2000/svg}desc", "{http://www.w3.org/2000/svg}title")
 
 
 def ns(name: str) -> str:
@@ -200,7 +201,7 @@ def level_digest(level: inkex.BaseElement) -> str:
     content = [
         _canonical(child)
         for child in level
-        if isinstance(child.tag, str) and child.tag not in _NOT_CONTENT
+        if isinstance(child.tag, str) and child.tag not in NOT_CONTENT
     ]
     text = json.dumps(content, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -221,6 +222,7 @@ def is_edited(level: inkex.BaseElement) -> bool:
 __all__ = [
     "CLIPASSO_NS",
     "DONE",
+    "NOT_CONTENT",
     "RUNNING",
     "STOPPED",
     "Progress",

@@ -17,6 +17,7 @@ import inkex
 from inkscape_clipasso import protocol
 from inkscape_clipasso.layer_state import (
     DONE,
+    NOT_CONTENT,
     SketchRecord,
     is_edited,
     ns,
@@ -56,7 +57,7 @@ def _set_description(element: inkex.BaseElement, text: str) -> None:
 
 def _replace_strokes(level: inkex.BaseElement, taken_ids: set[str]) -> None:
     for child in list(level):
-        if isinstance(child.tag, str) and child.tag != f"{_SVG}desc":
+        if isinstance(child.tag, str) and child.tag not in NOT_CONTENT:
             taken_ids.discard(child.get("id") or "")
             level.remove(child)
 
@@ -86,10 +87,13 @@ def apply_result(
     record: SketchRecord,
     result: dict[str, Any],
     taken_ids: set[str],
+    url: str = "",
 ) -> list[str]:
     """Put ``result`` (final, or a best-so-far snapshot) into the sketch layer ``parent``;
-    returns the notes for the user (levels kept because edited). Raises UpdateError, before
-    changing anything, when the layer cannot take it."""
+    returns the notes for the user (levels kept because edited). ``url``, when given, is the
+    daemon the result came from: the layer then records it (a layer taken over by a new Sketch
+    run may have had another address, or none). Raises UpdateError, before changing anything,
+    when the layer cannot take it."""
     photo = document.getElementById(record.source) if record.source else None
     if photo is None:
         raise UpdateError(
@@ -136,6 +140,8 @@ def apply_result(
         notes.append(f'"{name}" was edited, so the newer strokes went into a layer beside it')
     parent.set("inkscape:label", with_progress(parent.get("inkscape:label"), progress))
     parent.set(ns("job"), result["id"])
+    if url:
+        parent.set(ns("url"), url)
     write_progress(parent, progress)
     record_result(parent, result)
     desc = parent.find(f"{_SVG}desc")

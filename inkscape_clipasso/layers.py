@@ -290,17 +290,6 @@ def unfinished_layer(
     return found
 
 
-def unfinished_job(
-    document: inkex.BaseElement,
-    image_id: str,
-    image_data: bytes,
-    settings: protocol.SketchSettings,
-) -> str | None:
-    """The job id of :func:`unfinished_layer`, or None."""
-    layer = unfinished_layer(document, image_id, image_data, settings)
-    return None if layer is None else layer.get(ns("job"))
-
-
 def _viewport_clip(box: Box, placement: ImagePlacement, clip_id: str) -> inkex.BaseElement:
     """A clipPath of the photo's visible area (``box`` in the image's user space)."""
     clip = inkex.ClipPath()

@@ -22,7 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 import inkex
 
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+from inkscape_clipasso.image_source import XLINK_HREF
+
 #: How Inkscape names the temporary copy it gives an effect (1.2 and 1.4).
 INKSCAPE_COPY_PREFIX = "ink_ext_"
 

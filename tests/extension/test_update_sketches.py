@@ -232,3 +232,49 @@ def test_a_layer_from_before_the_url_was_recorded(tmp_path, running):
     run = run_update(document)
     assert run.status != 0 and run.output == b""
     assert NO_URL in run.stderr
+
+
+def test_sketch_again_takes_over_a_layer_without_a_url_and_records_it(tmp_path, running):
+    """The NO_URL message tells the user to run Sketch again: that run must leave the layer
+    with the daemon's address, so Update sketches can then reach it."""
+    document = sketch_now(tmp_path, running)
+    root = etree.parse(str(document)).getroot()
+    del by_id(root, "clipasso-img1").attrib[CLIPASSO + "url"]
+    document.write_bytes(etree.tostring(root))
+    again = run_extension(
+        document, "--id=img1", f"--url={running.url}", "--levels=2,3", "--when=now"
+    )
+    assert again.status == 0 and again.stderr == "", again.stderr
+    parent = by_id(again.svg, "clipasso-img1")
+    assert parent.get(CLIPASSO + "url") == running.url
+    assert len(by_id(again.svg, "clipasso-img1").getparent().findall(SVG + "g")) == 1
+    retaken = tmp_path / "retaken.svg"
+    retaken.write_bytes(again.output)
+    running.finish_all()
+    run = run_update(retaken)
+    assert run.status == 0 and run.stderr == "", run.stderr
+
+
+def test_a_daemon_that_does_not_answer_is_asked_once(tmp_path, running, monkeypatch):
+    """A daemon that takes the connection but never answers times out once, not once per
+    layer (each wait is the request timeout)."""
+    from inkscape_clipasso import clipasso_update
+
+    document = sketch_now(tmp_path, running, images=("img1", "img2"))
+    monkeypatch.setattr(clipasso_update, "REQUEST_TIMEOUT_S", 0.5)
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes connections; nobody ever reads or answers
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        document.write_text(document.read_text().replace(running.url, url))
+        run = run_update(document)
+        hung.setblocking(False)
+        connections = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                connections.append(hung.accept()[0])
+        for connection in connections:
+            connection.close()
+    assert run.status != 0 and run.output == b""
+    assert run.stderr.count("which does not answer") == 2, run.stderr
+    assert len(connections) == 1

@@ -87,19 +87,20 @@ build_root() {
 	local started partial
 	started=$(date +%s)
 	partial="$ROOT.partial"
-	rm -rf "$partial"
+	rm -rf --one-file-system "$partial"
 	echo "$SAY building a Debian $SUITE root with Inkscape 1.4 in $ROOT (once; a few minutes)"
 	if ! mmdebstrap --quiet "${MMDEBSTRAP_OPTIONS[@]}" --include="$(echo $PACKAGES | tr ' ' ,)" \
 		"$SUITE" "$partial" "$MIRROR" >"$CACHE/build.log" 2>&1; then
 		tail -n 20 "$CACHE/build.log" >&2
-		rm -rf "$partial"
+		rm -rf --one-file-system "$partial"
 		echo "$SAY mmdebstrap failed (log: $CACHE/build.log)" >&2
 		return 1
 	fi
-	chroot "$partial" dpkg-query -W -f='${Package} ${Version}\n' >"$partial/.packages"
-	echo "$RECIPE" >"$partial/.recipe"
-	touch "$partial/.complete"
-	mv "$partial" "$ROOT"
+	# (set -e does not hold in a function called from an || list: each step says so itself)
+	chroot "$partial" dpkg-query -W -f='${Package} ${Version}\n' >"$partial/.packages" || return 1
+	echo "$RECIPE" >"$partial/.recipe" || return 1
+	touch "$partial/.complete" || return 1
+	mv "$partial" "$ROOT" || return 1
 	# roots of older recipes
 	find "$CACHE" -mindepth 1 -maxdepth 1 -name 'root-*' ! -name "root-$HASH" -exec rm -rf {} +
 	echo "$SAY built in $(($(date +%s) - started)) s: $(grep '^inkscape ' "$ROOT/.packages"), $(du -sh "$ROOT" | cut -f1)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,23 @@ pytestmark = pytest.mark.skipif(
 
 
 def run_as_nobody(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env}
+    """The script run as ``nobody``, from a copy in a folder ``nobody`` may enter (a checkout
+    under /root, or pytest's own temporary folder, is closed to other users)."""
+    folder = Path(tempfile.mkdtemp(prefix="clipasso-run-sh-"))
+    try:
+        folder.chmod(0o755)
+        script = folder / SCRIPT.name
+        shutil.copy(SCRIPT, script)
+        script.chmod(0o755)
+        return _run(script, tmp_path, env)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _run(script: Path, home: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home), **env}
     return subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", str(SCRIPT)],
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", str(script)],
         env=environment,
         capture_output=True,
         text=True,
