@@ -306,6 +306,23 @@ def test_one_rule_for_cut_off_jpegs():
     assert image_decode.decode_image(whole).getpixel((128, 250)) == (255, 255, 255)
 
 
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_jpeg_with_data_after_its_end_marker_is_whole(progressive):
+    """A phone's "motion photo" appends a video after the JPEG's end marker; its bytes hold
+    FF DA and FF D9 at random. The JPEG ends at its own end marker and decodes as Pillow
+    decodes it; cut before that marker it is still refused."""
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((8, 8, 56, 56), fill=(20, 90, 160))
+    whole = image_bytes(image, "JPEG", quality=90, progressive=progressive)
+    video = b"ftypmp42" + bytes(100) + b"\xff\xda" + bytes(50)
+    motion = whole + video
+    assert Image.open(io.BytesIO(motion)).load() is not None  # Pillow reads it
+    assert image_decode.decode_image(motion).size == (64, 64)
+    assert image_decode.decode_image(whole + b"\xff\xd9" + video).size == (64, 64)
+    with pytest.raises(image_decode.BadImageError, match="truncated"):
+        image_decode.decode_image(whole[:-2] + video)
+
+
 def test_the_pixel_limit_named_is_the_daemons_own(shared_daemon):
     client, _ = shared_daemon
     for side in (8000, 12000):  # over --max-pixels; over Pillow's own warning limit too

@@ -211,15 +211,49 @@ def _working_copy(image: Image.Image, factor: int) -> Image.Image:
 
 
 def _jpeg_is_whole(data: bytes) -> bool:
-    """Whether JPEG bytes hold the end-of-image marker after their last scan.
+    """Whether JPEG bytes reach their end-of-image marker, walked from the start.
 
     The one rule for cut-off JPEGs: libjpeg quietly fills the missing part of a file whose
     data ends early with grey, while Pillow refuses one that lost only its end marker; both
-    are refused. Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a
-    restart marker, so neither marker can appear there by chance.
+    are refused. The markers are walked from SOI (each segment skipped by its length, the
+    entropy-coded data after a scan searched for the next marker), so bytes after the end
+    marker, such as the video a phone's "motion photo" appends, are never looked at.
     """
-    last_scan = data.rfind(b"\xff\xda")
-    return last_scan >= 0 and data.rfind(b"\xff\xd9") > last_scan
+    size = len(data)
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    at = 2
+    while True:
+        start = at
+        while at < size and data[at] == 0xFF:  # a marker's 0xFF, and fill bytes before it
+            at += 1
+        if at >= size or at == start:
+            return False
+        code = data[at]
+        at += 1
+        if code == 0xD9:
+            return True
+        if code == 0x01 or 0xD0 <= code <= 0xD8:
+            continue  # markers without a length
+        if at + 2 > size:
+            return False
+        at += int.from_bytes(data[at : at + 2], "big")
+        if code != 0xDA:
+            continue
+        while True:  # entropy-coded data: up to the next marker that is not a restart
+            at = data.find(b"\xff", at)
+            if at < 0:
+                return False
+            follow = at + 1
+            while follow < size and data[follow] == 0xFF:
+                follow += 1
+            if follow >= size:
+                return False
+            if data[follow] == 0x00 or 0xD0 <= data[follow] <= 0xD7:
+                at = follow + 1
+                continue
+            at = follow - 1  # the marker's own 0xFF: the walk above takes it from here
+            break
 
 
 def _opened(source: io.BytesIO, what: str) -> Image.Image:
