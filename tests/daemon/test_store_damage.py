@@ -306,3 +306,47 @@ def test_a_crash_in_a_worker_process_reaches_clients_without_server_paths(
     assert (kind, code) == ("error", "internal")
     assert message.startswith("internal error (RuntimeError: cannot open ")
     assert "/home" not in message and "bad magic" in message
+
+
+def test_one_rule_hides_server_paths_and_keeps_urls():
+    from clipasso_server.engine.errors import hide_paths
+
+    url = "https://openaipublic.azureedge.net/clip/models/afeb0e10/RN101.pt"
+    text = hide_paths(
+        f"put RN101.pt into /home/u/x, C:\\Users\\x or /home/u/My Models/clip "
+        f"given with --clip-weights DIR, or RN101.pt into /root/.cache/clip. Download: {url}."
+    )
+    assert url in text, text
+    for leak in ("/home", "Users", "My Models", "/clip "):
+        assert leak not in text, text
+    assert text.count("<path>") == 4, text
+    assert hide_paths("ratio 1/2 of a/b") == "ratio 1/2 of a/b"
+
+
+def test_a_job_error_naming_server_paths_shows_none_in_its_status(tmp_path):
+    """Weights deleted after a job was accepted: the worker's error names the folders it
+    searched; the job's status carries the error without them."""
+    from clipasso_server.daemon.job_queue import Job, JobQueue, new_job_id
+    from clipasso_server.engine.errors import MissingWeightsError
+
+    def runner(job, progress, should_stop):
+        raise MissingWeightsError(
+            "no weights found for model RN101: put RN101.pt into /home/u/weights "
+            "or C:\\Users\\u\\weights; download https://example.org/clip/RN101.pt"
+        )
+
+    queue = JobQueue(job_store.JobStore(tmp_path / "state"), runner, max_queue=4)
+    queue.start()
+    try:
+        job = Job(id=new_job_id(), settings=_record("x")["settings"], image=b"x", total=1)
+        queue.submit(job)
+        deadline = time.monotonic() + HANG_S
+        while queue.state(job.id) != protocol.FAILED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status = queue.status(job.id)
+    finally:
+        queue.shutdown(grace_s=HANG_S)
+    message = status["error"]["message"]
+    assert status["error"]["error"] == "missing_weights", status
+    assert "/home" not in message and "Users" not in message, message
+    assert "https://example.org/clip/RN101.pt" in message and "RN101.pt into" in message

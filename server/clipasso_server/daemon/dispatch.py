@@ -27,7 +27,12 @@ from clipasso_server.daemon.job_store import result_json
 from clipasso_server.daemon.job_table import JobTable
 from clipasso_server.daemon.persistence import Persistence
 from clipasso_server.daemon.worker_process import ProgressSink
-from clipasso_server.engine.errors import Cancelled, EngineError, internal_error_message
+from clipasso_server.engine.errors import (
+    Cancelled,
+    EngineError,
+    hide_paths,
+    internal_error_message,
+)
 from clipasso_server.engine.types import Progress
 from inkscape_clipasso import protocol
 
@@ -130,7 +135,9 @@ class Dispatcher:
             else:
                 state, outcome = protocol.CANCELLED, f"cancelled ({job.cancel_reason})"
         except EngineError as exc:
-            state, error = protocol.FAILED, {"error": exc.code, "message": exc.message}
+            # weights gone since submission name the folders searched: the log has them whole
+            message = hide_paths(exc.message)
+            state, error = protocol.FAILED, {"error": exc.code, "message": message}
             outcome = f"failed: {exc.message}"
         except Exception as exc:
             # The daemon's own fault: the traceback goes to the log, never to the client.

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from clipasso_server.daemon.job_queue import Job, JobQueue, new_job_id
 from clipasso_server.daemon.job_store import DamagedResultError, JobStore, json_safe
 from clipasso_server.daemon.thumbnails import make_thumbnail, save_thumbnail
 from clipasso_server.daemon.web_routes import add_web_routes, is_public, is_viewer
+from clipasso_server.engine.errors import hide_paths
 from inkscape_clipasso import protocol
 
 log = logging.getLogger("clipasso.daemon")
@@ -200,7 +200,7 @@ async def submit_job(request: web.Request) -> web.Response:
         # the folders searched are the server's business: named in its log, not to clients
         log.warning("refused a job: %s", exc.message)
         raise protocol.ProtocolError(
-            exc.code, f"{hide_server_paths(exc.message)} (the daemon's log names the folders)"
+            exc.code, f"{hide_paths(exc.message)} (the daemon's log names the folders)"
         ) from None
     if key is not None:
         cached = await _cached_job(context, key)
@@ -227,15 +227,6 @@ async def submit_job(request: web.Request) -> web.Response:
         {"id": job.id, "state": protocol.QUEUED, "queue_position": position, "cached": False},
         status=202,
     )
-
-
-#: an absolute path: a slash not inside a URL (after ``:``, ``/`` or a word character)
-_SERVER_PATH = re.compile(r"""(?<![\w.:/~])(?:~|[A-Za-z]:)?/(?:[^\s'",;)]*[^\s'",;).])?""")
-
-
-def hide_server_paths(text: str) -> str:
-    """``text`` with the server's absolute paths replaced by ``<path>`` (URLs are kept)."""
-    return _SERVER_PATH.sub("<path>", text)
 
 
 async def _read_job_request(request: web.Request, context: DaemonContext) -> protocol.JobRequest:

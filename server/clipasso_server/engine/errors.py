@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import re
 
-#: a file path (POSIX or Windows) inside an exception's text
-_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])*[^\s'",:;)]*""")
+#: a file path inside a message: POSIX, ``~/``, or Windows (``C:\\``); not a slash inside a
+#: URL or a ratio (one after ``:``, ``/`` or a word character). A folder's name may hold
+#: single spaces (``/home/u/My Models/x.pt``) but no colon (``clip. Download: https://``
+#: is no folder); the last part ends at a space, quote, comma, semicolon or bracket, and not
+#: with a full stop or colon ending the sentence.
+_PATH = re.compile(
+    r"""(?<![\w.:/\\~])(?:~|[A-Za-z]:)?[/\\]"""
+    r"""(?:[^\s'",:;()/\\]+(?: [^\s'",:;()/\\]+)*[/\\])*"""
+    r"""(?:[^\s'",;()/\\]*[^\s'",;()/\\.:])?"""
+)
 
 
 class EngineError(Exception):
@@ -106,11 +114,18 @@ class Cancelled(Exception):  # noqa: N818 (a signal, not an error)
         self.snapshot = snapshot
 
 
+def hide_paths(text: str) -> str:
+    """``text`` with the server's file paths replaced by ``<path>``: they are not clients' to
+    see. URLs are kept (a download address is how a user gets missing weights). The one rule
+    for every message that leaves the daemon: refusals, job errors, crash reports."""
+    return _PATH.sub("<path>", text)
+
+
 def without_paths(exc: BaseException) -> str:
-    """An exception's text for clients: the server's file paths are not theirs to see."""
+    """An exception's text for clients (:func:`hide_paths`); an OSError's reason alone."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return _PATH.sub("<path>", str(exc))
+    return hide_paths(str(exc))
 
 
 def internal_error_message(exc: BaseException) -> str:
