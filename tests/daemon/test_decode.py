@@ -7,6 +7,7 @@ files; here the behaviours are pinned with real Pillow decodes and a real daemon
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -172,8 +173,8 @@ class RecordingBudget(image_decode.DecodeBudget):
         ("RGB", "PNG", 4),  # Pillow keeps 3 bands in 4 bytes
         ("RGBA", "PNG", 4),
         ("I;16", "PNG", 2),
-        ("I", "TIFF", 8),  # 4 bytes a pixel, and libtiff's own strip beside it
-        ("F", "TIFF", 8),
+        ("I", "TIFF", 4),  # 4 bytes a pixel, and libtiff's own strip beside it
+        ("F", "TIFF", 4),
     ],
 )
 def test_every_decode_holds_its_bytes_from_the_budget(monkeypatch, mode, fmt, per_pixel):
@@ -181,10 +182,46 @@ def test_every_decode_holds_its_bytes_from_the_budget(monkeypatch, mode, fmt, pe
     monkeypatch.setattr(image_decode, "DECODE_BUDGET", budget)
     image = Image.new(mode, (300, 200), 7)
     data = image_bytes(image, fmt)
-    assert Image.open(io.BytesIO(data)).mode == mode
+    opened = Image.open(io.BytesIO(data))
+    assert opened.mode == mode
+    strip = 300 * opened.tag_v2[278] * per_pixel if fmt == "TIFF" else 0
     decoded = image_decode.decode_image(data)
     assert decoded.mode == "RGB" and decoded.size == (300, 200)
-    assert budget.held == [300 * 200 * per_pixel]
+    assert budget.held == [300 * 200 * per_pixel + strip]
+
+
+def tiff_header(width: int, height: int, rows_per_strip: int | None) -> bytes:
+    """The header of an 8-bit RGB TIFF (its pixels left out: only its cost is asked)."""
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, 0),  # 8, 8, 8 bits, stored after the IFD
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, 200),
+        (277, 3, 1, 3),
+        (279, 4, 1, width * (rows_per_strip or height) * 3),
+    ]
+    if rows_per_strip:
+        entries.insert(7, (278, 4, 1, rows_per_strip))
+    entries[2] = (258, 3, 3, 8 + 2 + 12 * len(entries) + 4)
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII" if kind == 4 else "<HHIHxx", tag, kind, count, value)
+        for tag, kind, count, value in entries
+    )
+    head = b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    return head + struct.pack("<3H", 8, 8, 8)
+
+
+def test_a_50_megapixel_photo_fits_the_budget_as_tiff_too():
+    """libtiff holds one strip beside the image: a few rows for the files cameras, scanners
+    and Pillow write, the whole image again only for a file stored as a single strip."""
+    side = (10_000, 5_000)
+    striped = Image.open(io.BytesIO(tiff_header(*side, rows_per_strip=16)))
+    assert striped.mode == "RGB" and striped.size == side
+    assert image_decode.decode_cost(striped) <= image_decode.DECODE_BUDGET_BYTES
+    whole = Image.open(io.BytesIO(tiff_header(*side, rows_per_strip=None)))
+    assert image_decode.decode_cost(whole) == 2 * 4 * 50_000_000
 
 
 def test_a_jpeg_2000_is_decoded_at_a_reduced_scale(monkeypatch):

@@ -24,7 +24,8 @@ from clipasso_server.engine.errors import BadImageError, ImageTooLargeError, wit
 #: would exhaust memory (a 50 MP RGB image is 200 MB decoded: Pillow keeps 4 bytes a pixel).
 DEFAULT_MAX_PIXELS = 50_000_000
 #: what the decoders of one process may hold at once, in bytes: one decode never needs more
-#: (a 50 MP photo in any 8-bit, 16-bit or float mode fits), and the daemon's HTTP process
+#: (a 50 MP photo in any 8-bit, 16-bit or float mode fits, but for a TIFF stored as a single
+#: strip, which libtiff holds whole beside the image: 25 MP), and the daemon's HTTP process
 #: stays well under half a gigabyte however many images arrive together
 DECODE_BUDGET_BYTES = 256 * 1024 * 1024
 #: the longest side the engine's working copy keeps: the canvas is 224 px, and a few times that
@@ -81,16 +82,33 @@ def bytes_per_pixel(mode: str) -> int:
 def decode_cost(image: Image.Image, size: tuple[int, int] | None = None) -> int:
     """The bytes decoding ``image`` (opened, not loaded) at ``size`` (default its size) holds
     at its peak: the decoded pixels, plus what the format's decoder keeps beside them
-    (OpenJPEG holds every component as 32-bit integers; libtiff may hold a whole-image strip
-    in the file's own layout). Converting happens in strips and costs little on top."""
+    (OpenJPEG holds every component as 32-bit integers; libtiff one strip or tile, the
+    whole image for a file stored as one strip). Converting happens in strips and costs
+    little on top."""
     width, height = size or image.size
     pixels = width * height
     cost = pixels * bytes_per_pixel(image.mode)
     if image.format == "JPEG2000":
         cost += pixels * 4 * len(image.getbands())
     elif image.format == "TIFF":
-        cost += pixels * bytes_per_pixel(image.mode)
+        cost += _tiff_strip_pixels(image) * bytes_per_pixel(image.mode)
     return cost
+
+
+def _tiff_strip_pixels(image: Image.Image) -> int:
+    """The pixels of one strip (or tile) of a TIFF: what libtiff's buffer holds beside the
+    decoded image. Most files keep strips of a few KB; one stored as a single strip (no
+    RowsPerStrip) holds the whole image twice."""
+    tags = image.tag_v2  # type: ignore[attr-defined]
+    width, height = image.size
+
+    def tag(number: int, default: int) -> int:
+        value = tags.get(number, default)
+        return int(value[0] if isinstance(value, tuple) else value)
+
+    if 322 in tags:  # TileWidth x TileLength
+        return tag(322, width) * tag(323, height)
+    return width * min(height, max(1, tag(278, height)))  # RowsPerStrip
 
 
 class DecodeBudget:
