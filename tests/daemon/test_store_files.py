@@ -183,3 +183,20 @@ def test_a_cache_entry_naming_another_job_is_not_served(start_daemon, tmp_path):
     assert status == 202 and body["id"] != other and not body["cached"], body
     assert client.wait(body["id"])["state"] == protocol.DONE
     assert client.result(body["id"])["settings"]["seed"] == 89
+
+
+def test_the_store_imports_where_the_os_lacks_open_flags():
+    """O_NOFOLLOW and O_NONBLOCK are POSIX only: the store is still importable without them
+    (read in a fresh interpreter whose os module lacks them)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "for name in ('O_NOFOLLOW', 'O_NONBLOCK', 'O_CLOEXEC'):\n"
+        "    delattr(os, name)\n"
+        "import clipasso_server.daemon.job_store as store\n"
+        "assert store._OPEN_FLAGS == os.O_RDONLY\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -57,7 +57,9 @@ MAX_RECORD_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 MAX_THUMBNAIL_BYTES = 4 * 1024 * 1024
 MAX_CACHE_ENTRY_BYTES = 4096
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDONLY | sum(
+    getattr(os, name, 0) for name in ("O_NOFOLLOW", "O_NONBLOCK", "O_CLOEXEC")
+)  # not every system has each (Windows has none of them)
 
 
 class StoreFileError(Exception):
