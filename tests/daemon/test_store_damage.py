@@ -262,6 +262,10 @@ def test_every_component_changes_the_cache_key(test_weights_dir, monkeypatch):
         assert key not in keys, name
         keys.add(key)
     assert bridge.cache_key("1" * 64, settings) not in keys  # another image
+    for name in ("loss_model", "saliency_model"):  # a stored record that lacks one
+        lacking = {key: value for key, value in settings.items() if key != name}
+        assert bridge.cache_key("0" * 64, lacking) is None, name
+        assert bridge.cache_key("0" * 64, {**settings, name: None}) is None, name
 
     monkeypatch.setattr(clipasso_server, "__version__", "999.0")  # an upgrade
     upgraded = bridge.cache_key("0" * 64, settings)

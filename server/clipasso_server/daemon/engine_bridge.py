@@ -118,13 +118,15 @@ class EngineBridge:
 
     def cache_key(self, image_sha256: str, settings: dict[str, Any]) -> str | None:
         """The key a finished identical job was cached under; None if a model is not on disk
-        (never downloads: a client must not wait for that at submission)."""
+        (never downloads: a client must not wait for that at submission). A stored record's
+        settings may lack a model (damage, an older version): None, a mismatch, not a crash."""
+        loss, saliency = settings.get("loss_model"), settings.get("saliency_model")
+        if not isinstance(loss, str) or not isinstance(saliency, str):
+            return None
         try:
             models = {
-                "loss": model_specs.describe_local(settings["loss_model"], self.weights_dir),
-                "saliency": model_specs.describe_local(
-                    settings["saliency_model"], self.weights_dir
-                ),
+                "loss": model_specs.describe_local(loss, self.weights_dir),
+                "saliency": model_specs.describe_local(saliency, self.weights_dir),
             }
         except (EngineError, MissingWeightsError, SettingsError, OSError):
             return None
