@@ -354,3 +354,54 @@ def test_a_job_error_naming_server_paths_shows_none_in_its_status(tmp_path):
     assert status["error"]["error"] == "missing_weights", status
     assert "/home" not in message and "Users" not in message, message
     assert "https://example.org/clip/RN101.pt" in message and "RN101.pt into" in message
+
+
+def _done_job(job_id: str):
+    from clipasso_server.daemon.job import Job
+
+    settings = _record(job_id)["settings"]
+    return Job(id=job_id, settings=settings, state=protocol.DONE, finished_at=time.time() - 50)
+
+
+def new_job_id() -> str:
+    from clipasso_server.daemon.job import new_job_id
+
+    return new_job_id()
+
+
+def test_a_record_that_fails_while_the_retrier_runs_is_kept(tmp_path):
+    """persist() adds to the unsaved records under its own lock while retry_unsaved() reads
+    them: the retrier works on a copy ("Set changed size during iteration" otherwise)."""
+    from clipasso_server.daemon.job_table import JobTable
+    from clipasso_server.daemon.persistence import Persistence
+
+    table = JobTable()
+    persistence = Persistence(job_store.JobStore(tmp_path / "state"), table, 1.0)
+    first, second = _done_job(new_job_id()), _done_job(new_job_id())
+
+    class Jobs(dict):
+        def __contains__(self, job_id):  # a failed write lands while the set is read
+            persistence.unsaved_records.add(second.id)
+            return super().__contains__(job_id)
+
+    table.jobs = Jobs({first.id: first, second.id: second})
+    persistence.unsaved_records.add(first.id)
+    assert persistence.retry_unsaved() == 1  # the first written; the second left for later
+    assert persistence.unsaved_records == {second.id}
+
+
+def test_a_pruned_job_is_never_written_back_by_the_retrier(tmp_path):
+    from clipasso_server.daemon.housekeeping import prune_finished
+    from clipasso_server.daemon.job_table import JobTable
+    from clipasso_server.daemon.persistence import Persistence
+
+    store = job_store.JobStore(tmp_path / "state")
+    table = JobTable()
+    persistence = Persistence(store, table, 1.0)
+    job = _done_job(new_job_id())
+    table.jobs[job.id] = job
+    persistence.unsaved_results[job.id] = b'{"id": "x"}'  # the disk refused both earlier
+    persistence.unsaved_records.add(job.id)
+    assert prune_finished(table, persistence, older_than_s=10) == [job.id]
+    assert persistence.retry_unsaved() == 0
+    assert not store.has_result(job.id) and store.load_record(job.id) is None

@@ -45,9 +45,11 @@ def prune_finished(table: JobTable, persistence: Persistence, older_than_s: floa
         ]
         for job_id in old:
             del table.jobs[job_id]
+            persistence.unsaved_results.pop(job_id, None)  # never retried onto the disk
     store = persistence.store
     with persistence.write_lock:  # no record write of these jobs can be under way
         for job_id in old:
+            persistence.unsaved_records.discard(job_id)
             try:
                 store.delete_job(job_id)
             except OSError as exc:

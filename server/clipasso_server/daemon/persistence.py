@@ -108,9 +108,11 @@ class Persistence:
     def retry_unsaved(self) -> int:
         """Write the results and records that could not be written before; how many are
         still unsaved. Called periodically and at shutdown."""
+        with self.write_lock:  # the set's own lock: persist() adds to it meanwhile
+            unsaved_records = list(self.unsaved_records)
         with self.table.lock:
             results = list(self.unsaved_results.items())
-            records = [self.table.jobs[i] for i in self.unsaved_records if i in self.table.jobs]
+            records = [self.table.jobs[i] for i in unsaved_records if i in self.table.jobs]
         for job_id, body in results:
             try:
                 self.store.save_result(job_id, body)
