@@ -405,3 +405,29 @@ def test_a_pruned_job_is_never_written_back_by_the_retrier(tmp_path):
     assert prune_finished(table, persistence, older_than_s=10) == [job.id]
     assert persistence.retry_unsaved() == 0
     assert not store.has_result(job.id) and store.load_record(job.id) is None
+
+
+def test_a_record_rebuilt_from_a_result_keeps_why_the_job_stopped(tmp_path):
+    """A job its time budget stopped at step 3 of 10: the record rebuilt from its result
+    says so, or the job shows as a plain Done that ran all its steps."""
+    from clipasso_server.daemon.job import Job
+
+    store = job_store.JobStore(tmp_path / "state")
+    job_id = new_job_id()
+    settings = protocol.parse_settings({"levels": [1], "iterations": 10}).to_json()
+    path = {"points": [[0, 0], [1, 1], [2, 2], [3, 3]], "width": 1.5, "color": "#000000"}
+    result = {
+        "id": job_id,
+        "image": {"width": 64, "height": 48},
+        "levels": [{"strokes": 1, "seed": 0, "loss": 0.5, "paths": [path]}],
+        "svg": "<svg/>",
+        "settings": settings,
+        "models": {"loss": "RN101"},
+        "version": "0.1.0",
+        "stop_reason": "budget",
+        "steps_run": 3,
+    }
+    store.save_result(job_id, job_store.result_json(result))
+    (record,) = store.load_records()  # no record of the job: rebuilt from its result
+    job = Job.from_record(record)
+    assert (job.state, job.stop_reason, job.step) == (protocol.DONE, "budget", 3)

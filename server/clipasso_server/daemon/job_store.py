@@ -359,6 +359,12 @@ class JobStore:
             "error": None,
             "reason": None,
             "step_time_s": None,
+            # a job its time budget stopped early must not look like one that ran out
+            "stop_reason": (
+                result.get("stop_reason")
+                if result.get("stop_reason") in protocol.STOP_REASONS
+                else None
+            ),
         }
         for name in ("name", "image_sha256", "created_at", "started_at"):
             value = old.get(name)
