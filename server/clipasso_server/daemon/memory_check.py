@@ -18,6 +18,7 @@ from clipasso_server.engine.memory_estimate import (
     device_kind,
     estimate_peak_bytes,
     format_bytes,
+    peak_bytes,
 )
 from inkscape_clipasso import protocol
 
@@ -32,7 +33,7 @@ def check_fits(settings: protocol.SketchSettings, workers: list[dict[str, Any]])
     if not workers:
         return
     host = mem_available_bytes()
-    needs: list[tuple[str, int, int]] = []
+    needs: list[tuple[str, str, int, int]] = []
     for worker in workers:
         device = str(worker.get("device", "cpu"))
         kind = "cpu" if device in ("cpu", "auto") else device_kind(device)
@@ -45,11 +46,12 @@ def check_fits(settings: protocol.SketchSettings, workers: list[dict[str, Any]])
             free = worker.get("free_bytes")
         if free is None or need <= free:
             return
-        needs.append((device, need, int(free)))
-    device, need, free = max(needs, key=lambda item: item[2])
+        needs.append((device, kind, need, int(free)))
+    device, kind, need, free = max(needs, key=lambda item: item[3])
+    peak = peak_bytes(settings.levels, settings.seeds, kind, settings.loss_model)
     raise protocol.ProtocolError(
         "insufficient_memory",
-        f"this job peaks at about {format_bytes(need / MARGIN)} of memory on {device} "
+        f"this job peaks at about {format_bytes(peak)} of memory on {device} "
         f"({len(settings.levels)} levels x {settings.seeds} seeds with {settings.loss_model}), "
         f"{format_bytes(need)} with {round((MARGIN - 1) * 100)} % headroom, "
         f"but only {format_bytes(free)} is free; use fewer levels or seeds, free some memory, "

@@ -71,11 +71,7 @@ def estimate_peak_bytes(
     :data:`MARGIN`. On CPU it is the whole process's resident memory; on a GPU the device
     memory the job allocates.
     """
-    count = levels if isinstance(levels, int) else len(levels)
-    if count < 1 or seeds < 1:
-        raise ValueError(f"levels and seeds must be at least 1, got {count} and {seeds}")
-    base, per_sketch = PEAK_FIT[(device_kind(device_kind_), model_family(model))]
-    return int((base + per_sketch * count * seeds) * MARGIN * MIB)
+    return int(peak_bytes(levels, seeds, device_kind_, model) * MARGIN)
 
 
 def memory_text(levels: int, seeds: int, model: str) -> str:
