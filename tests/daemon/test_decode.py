@@ -358,6 +358,11 @@ def test_a_jpeg_with_data_after_its_end_marker_is_whole(progressive):
     assert image_decode.decode_image(whole + b"\xff\xd9" + video).size == (64, 64)
     with pytest.raises(image_decode.BadImageError, match="truncated"):
         image_decode.decode_image(whole[:-2] + video)
+    # the rule itself, not only Pillow's own refusal: cut anywhere, the walk runs out first
+    for cut in (2, 3, 100, 400):
+        assert not image_decode._jpeg_is_whole(whole[:-cut]), cut
+        assert not image_decode._jpeg_is_whole(whole[:-cut] + video), cut
+    assert image_decode._jpeg_is_whole(whole + video)
 
 
 def test_the_pixel_limit_named_is_the_daemons_own(shared_daemon):
