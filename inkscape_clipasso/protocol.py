@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,12 @@ MIN_TIME_BUDGET_S, MAX_TIME_BUDGET_S = 1.0, 7 * 86400.0
 #: why an optimisation stopped, as results and SVG metadata say it
 STOP_REASONS = ("iterations", "plateau", "budget", "cancel")
 RENDERERS = ("auto", "torch", "diffvg")
+#: how the seeds of a level share the iterations: "full" runs every seed to the end (the
+#: reference); "fast" ranks them after a warm-up and runs only the best on (seed pruning)
+SCHEDULES = ("full", "fast")
+#: start strokes may lie this many photo widths/heights outside the photo (hand-drawn strokes
+#: overshoot its edges; anything further is a coordinate mix-up, not a drawing)
+START_STROKE_MARGIN = 1.0
 DEFAULT_LOSS_MODEL = "RN101"
 DEFAULT_SALIENCY_MODEL = "ViT-B-32"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./@+-]{0,127}$")
@@ -122,11 +129,19 @@ class SketchSettings:
     remove_background: bool = False
     seed: int = 0
     time_budget_s: float | None = None
+    schedule: str = "full"
+    #: strokes the sketches start from, each 4 control points (x, y) in the photo's pixels;
+    #: every level starts with them and places the rest from the saliency map
+    start_strokes: tuple[tuple[tuple[float, float], ...], ...] = ()
+    #: the start strokes stay where they are (the reference's ``--path_svg``); False: they
+    #: are optimised like the others
+    keep_start_strokes: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON types, levels as a list."""
+        """Plain JSON types, levels and strokes as lists."""
         data = asdict(self)
         data["levels"] = list(self.levels)
+        data["start_strokes"] = [[list(p) for p in stroke] for stroke in self.start_strokes]
         return data
 
 
@@ -211,7 +226,90 @@ def parse_settings(data: Any) -> SketchSettings:
     out["remove_background"] = remove_background
     out["seed"] = _require_int("seed", data.get("seed", defaults.seed), 0, MAX_SEED_VALUE)
     out["time_budget_s"] = parse_time_budget(data.get("time_budget_s", defaults.time_budget_s))
+    schedule = data.get("schedule", defaults.schedule)
+    if schedule not in SCHEDULES:
+        raise ProtocolError(
+            "out_of_range", f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
+        )
+    out["schedule"] = schedule
+    out["start_strokes"] = parse_start_strokes(data.get("start_strokes", []))
+    keep = data.get("keep_start_strokes", defaults.keep_start_strokes)
+    if not isinstance(keep, bool):
+        raise ProtocolError("bad_request", "keep_start_strokes must be true or false")
+    out["keep_start_strokes"] = keep
+    _check_start_count(out["start_strokes"], out["levels"], keep)
     return SketchSettings(**out)
+
+
+def parse_start_strokes(value: Any) -> tuple[tuple[tuple[float, float], ...], ...]:
+    """Start strokes as tuples: a list of strokes, each a list of 4 [x, y] finite numbers."""
+    if not isinstance(value, (list, tuple)):
+        raise ProtocolError("bad_request", "start_strokes must be a list of strokes")
+    if len(value) > MAX_STROKES:
+        raise ProtocolError(
+            "out_of_range", f"at most {MAX_STROKES} start strokes, got {len(value)}"
+        )
+    strokes = []
+    for number, stroke in enumerate(value, 1):
+        if not isinstance(stroke, (list, tuple)) or len(stroke) != 4:
+            raise ProtocolError(
+                "bad_request", f"start stroke {number} must be 4 [x, y] control points"
+            )
+        points = []
+        for point in stroke:
+            if (
+                not isinstance(point, (list, tuple))
+                or len(point) != 2
+                or not all(_is_finite_number(c) for c in point)
+            ):
+                raise ProtocolError(
+                    "bad_request",
+                    f"start stroke {number}: each control point must be [x, y] finite numbers, "
+                    f"got {point!r}",
+                )
+            points.append((float(point[0]), float(point[1])))
+        strokes.append(tuple(points))
+    return tuple(strokes)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _check_start_count(
+    strokes: tuple[tuple[tuple[float, float], ...], ...], levels: tuple[int, ...], keep: bool
+) -> None:
+    """Every level holds the start strokes; kept ones leave at least one stroke to optimise."""
+    if not strokes:
+        if keep:
+            raise ProtocolError("bad_request", "keep_start_strokes needs start_strokes")
+        return
+    smallest = min(levels)
+    if len(strokes) > smallest or (keep and len(strokes) == smallest):
+        need = f"more than {len(strokes)}" if keep else f"at least {len(strokes)}"
+        raise ProtocolError(
+            "out_of_range",
+            f"{len(strokes)} start strokes need levels of {need} strokes "
+            f"(the smallest level has {smallest})",
+        )
+
+
+def check_start_strokes_inside(settings: SketchSettings, width: int, height: int) -> None:
+    """ProtocolError unless every start stroke lies on the ``width`` x ``height`` photo or within
+    START_STROKE_MARGIN of its size around it (a stroke far off is a coordinate mix-up)."""
+    margin_x, margin_y = START_STROKE_MARGIN * width, START_STROKE_MARGIN * height
+    for number, stroke in enumerate(settings.start_strokes, 1):
+        for x, y in stroke:
+            if not (-margin_x <= x <= width + margin_x and -margin_y <= y <= height + margin_y):
+                raise ProtocolError(
+                    "out_of_range",
+                    f"start stroke {number} has a point at ({x:g}, {y:g}), too far outside the "
+                    f"{width} x {height} photo: start strokes are in the photo's pixels",
+                )
 
 
 def parse_time_budget(value: Any) -> float | None:

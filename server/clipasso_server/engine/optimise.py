@@ -242,6 +242,13 @@ class BestIterate:
         self.loss = [math.inf] * count
         self.patience = patience
         self._stale = [0] * count
+        self._retired = [False] * count
+
+    def retire(self, sketches: Sequence[int]) -> None:
+        """Stop moving ``sketches`` for good (a schedule dropped them: pruned or planned out);
+        their best iterate so far stays theirs."""
+        for i in sketches:
+            self._retired[i] = True
 
     def update(self, losses: Sequence[float], iterate: Tensor) -> None:
         """Record the evaluation ``losses`` [B] of ``iterate`` [B,S,4,2]."""
@@ -256,10 +263,15 @@ class BestIterate:
 
     @property
     def frozen(self) -> list[bool]:
-        """Per sketch: has it stopped improving (plateau)?"""
+        """Per sketch: has it stopped moving (plateau, or retired by a schedule)?"""
         if self.patience is None:
-            return [False] * len(self.loss)
-        return [s >= self.patience for s in self._stale]
+            return list(self._retired)
+        return [r or s >= self.patience for r, s in zip(self._retired, self._stale, strict=True)]
+
+    @property
+    def retired(self) -> list[bool]:
+        """Per sketch: did a schedule drop it?"""
+        return list(self._retired)
 
 
 class StepBudget:
@@ -343,6 +355,21 @@ class StepReport:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """What a schedule policy changes after a step: sketches to retire, a new iteration
+    count (None: unchanged; never below the steps already run) and why, in words."""
+
+    retire: tuple[int, ...] = ()
+    iterations: int | None = None
+    note: str = ""
+
+
+#: a schedule policy: looks at each step's report and may retire sketches or change the
+#: iteration count (seed pruning, planning for a time budget)
+Policy = Callable[[StepReport], Decision | None]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What the loop found: the best iterate and its evaluation loss per sketch (on the CPU)."""
 
@@ -350,11 +377,17 @@ class Outcome:
     loss: Tensor  # [B] float64
     steps_run: int
     stop_reason: str  # one of protocol.STOP_REASONS
+    #: what schedule policies changed, in the order they said it
+    notes: tuple[str, ...] = ()
 
 
-def _outcome(best: BestIterate, steps_run: int, reason: str) -> Outcome:
+def _outcome(best: BestIterate, steps_run: int, reason: str, notes: Sequence[str] = ()) -> Outcome:
     return Outcome(
-        best.points.cpu(), torch.tensor(best.loss, dtype=torch.float64), steps_run, reason
+        best.points.cpu(),
+        torch.tensor(best.loss, dtype=torch.float64),
+        steps_run,
+        reason,
+        tuple(notes),
     )
 
 
@@ -368,6 +401,7 @@ def optimise(
     budget: StepBudget | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     should_stop: StopCheck | None = None,
+    policy: Policy | None = None,
 ) -> Outcome:
     """Optimise the control points [B,S,4,2] (canvas px) of B sketches of ``target``'s photo.
 
@@ -375,7 +409,8 @@ def optimise(
     "iterations", "plateau" (every sketch frozen), or "budget" (``budget`` says the next step
     would not fit). ``should_stop`` is checked before every step; when it says so, Cancelled
     is raised carrying the best ``Outcome`` so far (stop reason "cancel") as its snapshot, or
-    None when no step ran.
+    None when no step ran. ``policy`` runs after every step, before ``on_step``: the sketches
+    it retires leave the batch like frozen ones, and it may lower or raise the iteration count.
     """
     device = target.photo.device
     points = points.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
@@ -389,10 +424,12 @@ def optimise(
     frozen: Tensor | None = None
     moving: Tensor | None = None  # the unfrozen sketches' indices once some froze
     steps_run, reason = 0, "iterations"
-    for step in range(settings.iterations):
+    iterations, notes = settings.iterations, []
+    step = 0
+    while step < iterations:
         if should_stop is not None and should_stop():
-            snapshot = _outcome(best, steps_run, "cancel") if steps_run else None
-            raise Cancelled(f"cancelled before step {step + 1} of {settings.iterations}", snapshot)
+            snapshot = _outcome(best, steps_run, "cancel", notes) if steps_run else None
+            raise Cancelled(f"cancelled before step {step + 1} of {iterations}", snapshot)
         if not budget.allows_another():
             reason = "budget"
             break
@@ -417,18 +454,26 @@ def optimise(
         if frozen is not None:
             with torch.no_grad():
                 points.copy_(torch.where(frozen.view(-1, 1, 1, 1), before, points))
-        steps_run = step + 1
+        steps_run = step = step + 1
         if evaluating:
             best.update(plain.detach().to("cpu", torch.float64).tolist(), before)
-            if any(best.frozen):
-                frozen = torch.tensor(best.frozen, device=device)
-                moving = torch.tensor(
-                    [i for i, f in enumerate(best.frozen) if not f], device=device
-                )
         budget.step_done()
+        report = StepReport(
+            steps_run, best, evaluating, budget.step_time_s, budget.planned(iterations)
+        )
+        decision = policy(report) if policy is not None else None
+        if decision is not None:
+            best.retire(decision.retire)
+            if decision.iterations is not None:
+                iterations = max(steps_run, decision.iterations)
+            if decision.note:
+                notes.append(decision.note)
+            report = replace(report, planned_steps=budget.planned(iterations))
+        if (evaluating or decision is not None) and any(best.frozen):
+            frozen = torch.tensor(best.frozen, device=device)
+            moving = torch.tensor([i for i, f in enumerate(best.frozen) if not f], device=device)
         if on_step is not None:
-            planned = budget.planned(settings.iterations)
-            on_step(StepReport(steps_run, best, evaluating, budget.step_time_s, planned))
+            on_step(report)
         if all(best.frozen):
             reason = "plateau"
             break
@@ -436,4 +481,4 @@ def optimise(
     with torch.no_grad():
         final = drawing(points)
         best.update(target.evaluate(final).to("cpu", torch.float64).tolist(), points.detach())
-    return _outcome(best, steps_run, reason)
+    return _outcome(best, steps_run, reason, notes)

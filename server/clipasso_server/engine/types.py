@@ -15,7 +15,7 @@ from typing import Any
 class SketchConfig:
     """Everything one sketch job needs to know; the defaults are the reference's.
 
-    The first eleven fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
+    The first fourteen fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
     so ``SketchConfig(**settings.to_json())`` converts a validated request (levels may be a list
     or tuple). ``width`` is the full stroke width in pixels of the ``canvas``-sized square.
     """
@@ -33,6 +33,12 @@ class SketchConfig:
     #: wall time of the whole ``sketch()`` call, model loading included (the user chose a
     #: total time): the engine runs as many steps as fit and returns the best iterate
     time_budget_s: float | None = None
+    #: "full": every seed runs every iteration (the reference); "fast": seed pruning
+    schedule: str = "full"
+    #: strokes every level starts with, 4 control points each in the original image's pixels
+    start_strokes: tuple[tuple[tuple[float, float], ...], ...] = ()
+    #: the start strokes do not move (their gradients are masked)
+    keep_start_strokes: bool = False
     # Engine-only knobs (not in the protocol):
     canvas: int = 224
     eval_every: int = 10
@@ -44,6 +50,10 @@ class SketchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
+        strokes = tuple(
+            tuple((float(x), float(y)) for x, y in stroke) for stroke in self.start_strokes
+        )
+        object.__setattr__(self, "start_strokes", strokes)
 
     def settings_json(self) -> dict[str, Any]:
         """The user-facing settings (the protocol's fields), as plain JSON types."""
@@ -59,6 +69,9 @@ class SketchConfig:
             "remove_background": self.remove_background,
             "seed": self.seed,
             "time_budget_s": self.time_budget_s,
+            "schedule": self.schedule,
+            "start_strokes": [[list(p) for p in stroke] for stroke in self.start_strokes],
+            "keep_start_strokes": self.keep_start_strokes,
         }
 
     def engine_json(self) -> dict[str, Any]:

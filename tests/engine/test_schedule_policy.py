@@ -1,0 +1,80 @@
+"""The loop's schedule hook (issue 22): a policy may retire sketches and change the iteration
+count after any step; retired sketches leave the batch and keep their best iterate.
+
+Real tiny CLIP ResNet through the real ModelStore, the real renderer and the real loop.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from clipasso_server.engine.optimise import (  # noqa: E402
+    Decision,
+    Drawing,
+    LoopSettings,
+    Target,
+    optimise,
+)
+from clipasso_server.engine.render import get_renderer  # noqa: E402
+from clipasso_server.engine.sketcher import parse_color  # noqa: E402
+from clipasso_server.engine.start import start_points  # noqa: E402
+
+CANVAS = 224
+
+
+class CountingModel:
+    """The real loss model, recording how many images each ``features`` call gets."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.input_size = model.input_size
+        self.calls: list[int] = []
+
+    def features(self, images):
+        self.calls.append(int(images.shape[0]))
+        return self.model.features(images)
+
+
+def _job(model_store, device):
+    saliency = torch.rand(CANVAS, CANVAS, generator=torch.Generator().manual_seed(3))
+    points, mask = start_points(saliency, (4,), (0, 1, 2), CANVAS)
+    drawing = Drawing(
+        get_renderer("torch"), 3.0, parse_color("#000000").to(device), mask.to(device), CANVAS
+    )
+    photo = torch.ones(3, CANVAS, CANVAS, device=device)
+    photo[:, 80:140, 60:160] = 0.2
+    model = CountingModel(model_store.loss_model("test-tiny-rn"))
+    return Target(photo, model), points.to(device), drawing, model
+
+
+def test_a_retired_sketch_leaves_the_batch_and_keeps_its_best(model_store, device):
+    target, points, drawing, model = _job(model_store, device)
+    seen = []
+
+    def policy(report):
+        seen.append(report.step)
+        if report.step == 2:
+            return Decision(retire=(1,), iterations=5, note="sketch 1 retired")
+        return None
+
+    settings = LoopSettings(iterations=20, eval_every=1, augmentations=0)
+    outcome = optimise(target, points, drawing, settings, policy=policy)
+    assert outcome.steps_run == 5
+    assert seen == [1, 2, 3, 4, 5]
+    assert outcome.notes == ("sketch 1 retired",)
+    # steps 1-2 carry all three sketches, steps 3-5 the two left, then the final evaluation
+    assert model.calls[1:] == [3, 3, 2, 2, 2, 3]
+
+
+def test_a_policy_never_cuts_below_the_steps_already_run(model_store, device):
+    target, points, drawing, _ = _job(model_store, device)
+
+    def policy(report):
+        return Decision(iterations=1) if report.step == 3 else None
+
+    settings = LoopSettings(iterations=10, eval_every=1, augmentations=0)
+    outcome = optimise(target, points, drawing, settings, policy=policy)
+    assert outcome.steps_run == 3
+    assert outcome.stop_reason == "iterations"
