@@ -78,3 +78,17 @@ def test_a_policy_never_cuts_below_the_steps_already_run(model_store, device):
     outcome = optimise(target, points, drawing, settings, policy=policy)
     assert outcome.steps_run == 3
     assert outcome.stop_reason == "iterations"
+
+
+def test_combined_policies_retire_the_union_and_keep_the_smallest_count():
+    from clipasso_server.engine.optimise import combine_policies
+
+    combined = combine_policies(
+        lambda report: Decision(retire=(2,), iterations=50, note="pruned"),
+        lambda report: None,
+        lambda report: Decision(retire=(0, 2), iterations=30, note="planned"),
+    )
+    decision = combined(None)
+    assert decision == Decision(retire=(0, 2), iterations=30, note="pruned; planned")
+    assert combine_policies() is None
+    assert combine_policies(lambda report: None)(None) is None

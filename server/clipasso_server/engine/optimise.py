@@ -369,6 +369,26 @@ class Decision:
 Policy = Callable[[StepReport], Decision | None]
 
 
+def combine_policies(*policies: Policy) -> Policy | None:
+    """One policy asking each of ``policies`` in turn: the union of what they retire, the
+    smallest iteration count any of them sets, and their notes joined; None for none."""
+    if not policies:
+        return None
+
+    def combined(report: StepReport) -> Decision | None:
+        decisions = [d for d in (p(report) for p in policies) if d is not None]
+        if not decisions:
+            return None
+        counts = [d.iterations for d in decisions if d.iterations is not None]
+        return Decision(
+            retire=tuple(sorted({i for d in decisions for i in d.retire})),
+            iterations=min(counts) if counts else None,
+            note="; ".join(d.note for d in decisions if d.note),
+        )
+
+    return combined
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the loop found: the best iterate and its evaluation loss per sketch (on the CPU)."""

@@ -38,6 +38,7 @@ from clipasso_server.engine.optimise import (
     StepBudget,
     StepReport,
     Target,
+    combine_policies,
     optimise,
 )
 from clipasso_server.engine.start import photo_saliency, start_points
@@ -294,6 +295,8 @@ def sketch(
     reporter = (
         ProgressReporter(job, progress, clock, started, snapshot_every_s) if progress else None
     )
+    # schedule policies (seed pruning, time-budget planning), each from its own module
+    policies = []
     try:
         outcome = optimise(
             Target(photo, loss_model),
@@ -304,6 +307,7 @@ def sketch(
             budget=StepBudget(deadline, clock),
             on_step=reporter,
             should_stop=should_stop,
+            policy=combine_policies(*policies),
         )
     except Cancelled as exc:
         reached = exc.snapshot
