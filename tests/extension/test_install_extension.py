@@ -41,6 +41,8 @@ def test_copy_into_a_profile(tmp_path, capsys):
     # Extensions > CLIPasso > Update sketches
     update = (REPO / "extension_update.inx").read_bytes()
     assert (target / "extension_update.inx").read_bytes() == update
+    thumbnail = (REPO / "extension_update.svg").read_bytes()
+    assert (target / "extension_update.svg").read_bytes() == thumbnail
     assert sorted(p.name for p in (target / "inkscape_clipasso").iterdir()) == EXPECTED
     assert not any(p.is_symlink() for p in target.rglob("*"))
     assert "restart Inkscape" in capsys.readouterr().out
@@ -94,6 +96,7 @@ def test_zip_for_the_extension_manager(tmp_path):
             "extension.inx",
             "extension.svg",
             "extension_update.inx",
+            "extension_update.svg",
         ]
         assert archive.read("extension.svg") == (REPO / "extension.svg").read_bytes()
         assert sorted(n.split("/", 1)[1] for n in names if "/" in n) == EXPECTED

@@ -29,8 +29,9 @@ INX_NAME = "extension.inx"
 #: Extensions > CLIPasso > Update sketches, a second effect of the same package (beside the
 #: first .inx: the Extension Manager names the folder after the first .inx in the zip).
 UPDATE_INX_NAME = "extension_update.inx"
-#: The gallery thumbnail (Inkscape 1.4 looks for the .inx's name with .svg; 1.2 ignores it).
+#: The gallery thumbnails (Inkscape 1.4 looks for the .inx's name with .svg; 1.2 ignores them).
 ICON_NAME = "extension.svg"
+UPDATE_ICON_NAME = "extension_update.svg"
 PACKAGE = "inkscape_clipasso"
 #: Where a non-editable install keeps the .inx (pyproject's data-files).
 SHARED_INX = Path("share") / "clipasso-inkscape" / INX_NAME
@@ -80,9 +81,9 @@ def find_inx() -> Path:
     )
 
 
-def find_icon(inx: Path) -> Path | None:
-    """The gallery thumbnail beside the .inx, if it is there (it is optional)."""
-    icon = inx.with_name(ICON_NAME)
+def find_icon(inx: Path, name: str = ICON_NAME) -> Path | None:
+    """The gallery thumbnail ``name`` beside the .inx, if it is there (it is optional)."""
+    icon = inx.with_name(name)
     return icon if icon.is_file() else None
 
 
@@ -112,7 +113,7 @@ def default_extensions_dir(
 
 def members(inx: Path) -> list[tuple[str, Path]]:
     """(path inside the extension's folder, source file): the .inx, its thumbnail when there
-    is one, the Update sketches .inx, the package's modules."""
+    is one, the Update sketches .inx and its thumbnail, the package's modules."""
     files = [(INX_NAME, inx)]
     icon = find_icon(inx)
     if icon is not None:
@@ -120,6 +121,9 @@ def members(inx: Path) -> list[tuple[str, Path]]:
     update = inx.with_name(UPDATE_INX_NAME)
     if update.is_file():
         files.append((UPDATE_INX_NAME, update))
+        update_icon = find_icon(inx, UPDATE_ICON_NAME)
+        if update_icon is not None:
+            files.append((UPDATE_ICON_NAME, update_icon))
     return files + [(f"{PACKAGE}/{path.name}", path) for path in package_files()]
 
 
