@@ -137,7 +137,7 @@ def _list(value: str | None) -> list[str]:
     """A header's comma-separated values (one header sent twice arrives joined), lower-case."""
     if value is None:
         return []
-    return [part.strip().lower() for part in value.split(",")] or [""]
+    return [part.strip().lower() for part in value.split(",")]
 
 
 def _joined(headers: Mapping[str, str], name: str) -> str | None:
