@@ -422,6 +422,7 @@ def optimise(
     on_step: Callable[[StepReport], None] | None = None,
     should_stop: StopCheck | None = None,
     policy: Policy | None = None,
+    kept: Tensor | None = None,
 ) -> Outcome:
     """Optimise the control points [B,S,4,2] (canvas px) of B sketches of ``target``'s photo.
 
@@ -431,9 +432,14 @@ def optimise(
     is raised carrying the best ``Outcome`` so far (stop reason "cancel") as its snapshot, or
     None when no step ran. ``policy`` runs after every step, before ``on_step``: the sketches
     it retires leave the batch like frozen ones, and it may lower or raise the iteration count.
+    ``kept`` [B,S] bool marks strokes that never move (a user's kept start strokes): their
+    gradients are zeroed and their points restored after every step.
     """
     device = target.photo.device
     points = points.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+    if kept is not None:
+        kept = kept.to(device).view(*kept.shape, 1, 1)
+        kept_points = points.detach().clone()
     optimizer = torch.optim.Adam([points], lr=settings.learning_rate)
     best = BestIterate(points, settings.plateau_patience)
     budget = budget or StepBudget(None)
@@ -470,10 +476,15 @@ def optimise(
         before = points.detach().clone() if evaluating or frozen is not None else None
         if frozen is not None:
             points.grad.masked_fill_(frozen.view(-1, 1, 1, 1), 0.0)
+        if kept is not None:
+            points.grad.masked_fill_(kept, 0.0)
         optimizer.step()
         if frozen is not None:
             with torch.no_grad():
                 points.copy_(torch.where(frozen.view(-1, 1, 1, 1), before, points))
+        if kept is not None:
+            with torch.no_grad():
+                points.copy_(torch.where(kept, kept_points, points))
         steps_run = step = step + 1
         if evaluating:
             best.update(plain.detach().to("cpu", torch.float64).tolist(), before)

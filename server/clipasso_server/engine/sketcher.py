@@ -42,6 +42,12 @@ from clipasso_server.engine.optimise import (
     optimise,
 )
 from clipasso_server.engine.start import photo_saliency, start_points
+from clipasso_server.engine.start_strokes import (
+    check_start_strokes,
+    kept_strokes,
+    on_canvas,
+    with_given_strokes,
+)
 from clipasso_server.engine.types import (
     LevelResult,
     Progress,
@@ -89,6 +95,7 @@ def _check(config: SketchConfig) -> None:
         raise SettingsError("plateau_patience must be at least 1 (or None)")
     if config.time_budget_s is not None and not config.time_budget_s > 0:
         raise SettingsError("time_budget_s must be a positive number of seconds (or None)")
+    check_start_strokes(config)
 
 
 def prepare_photo(
@@ -144,13 +151,16 @@ class Job:
             level_losses = [float(v) for v in losses[li * count : (li + 1) * count]]
             pick = min(range(count), key=level_losses.__getitem__)
             image_points = self.placement.to_image(points[li * count + pick, :level].double())
-            paths = tuple(
-                Stroke(
-                    points=tuple((float(x), float(y)) for x, y in stroke.tolist()),
-                    width=width,
-                    color=config.color,
-                )
-                for stroke in image_points
+            paths = with_given_strokes(
+                [
+                    Stroke(
+                        points=tuple((float(x), float(y)) for x, y in stroke.tolist()),
+                        width=width,
+                        color=config.color,
+                    )
+                    for stroke in image_points
+                ],
+                config,
             )
             levels.append(LevelResult(level, self.seeds[pick], level_losses[pick], paths))
             seed_losses[str(level)] = level_losses
@@ -265,7 +275,11 @@ def sketch(
     photo, placement = prepare_photo(image, config, models)
     seeds = tuple(config.seed + i for i in range(config.seeds))
     points, stroke_mask = start_points(
-        photo_saliency(photo, saliency_model), config.levels, seeds, config.canvas
+        photo_saliency(photo, saliency_model),
+        config.levels,
+        seeds,
+        config.canvas,
+        given=on_canvas(config.start_strokes, placement),
     )
     job = Job(
         config=config,
@@ -308,6 +322,7 @@ def sketch(
             on_step=reporter,
             should_stop=should_stop,
             policy=combine_policies(*policies),
+            kept=kept_strokes(config, int(points.shape[0]), int(points.shape[1])),
         )
     except Cancelled as exc:
         reached = exc.snapshot

@@ -33,24 +33,39 @@ def photo_saliency(photo: Tensor, saliency_model) -> Tensor:
 
 
 def start_points(
-    saliency: Tensor, levels: Sequence[int], seeds: Sequence[int], canvas: int
+    saliency: Tensor,
+    levels: Sequence[int],
+    seeds: Sequence[int],
+    canvas: int,
+    given: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Initial strokes of every (level, seed) -> points [B,S,4,2] and stroke mask [B,S].
 
     Sketch ``b = level_index * len(seeds) + seed_index`` draws from its own generator seeded with
-    its seed value, so its start does not depend on the other sketches. Padding strokes repeat
-    the sketch's first stroke (valid geometry, hidden by the mask).
+    its seed value, so its start does not depend on the other sketches. ``given`` [K,4,2]
+    (canvas px): every sketch's first K strokes, exactly these; its other ``level - K`` are
+    drawn as usual. Padding strokes repeat the sketch's first stroke (valid geometry, hidden by
+    the mask).
     """
     most = max(levels)
+    given = torch.zeros(0, 4, 2) if given is None else given.detach().to("cpu", torch.float32)
     sketches, masks = [], []
     for level in levels:
+        drawn = level - int(given.shape[0])
+        if drawn < 0:
+            raise ValueError(f"{int(given.shape[0])} given strokes do not fit in {level}")
         for seed in seeds:
             generator = torch.Generator().manual_seed(seed)
-            strokes = initial_strokes(
-                sample_start_points(saliency, level, START_TEMPERATURE, generator),
-                canvas,
-                generator,
+            strokes = (
+                initial_strokes(
+                    sample_start_points(saliency, drawn, START_TEMPERATURE, generator),
+                    canvas,
+                    generator,
+                )
+                if drawn
+                else given.new_zeros(0, 4, 2)
             )
+            strokes = torch.cat([given, strokes])
             padding = strokes[:1].expand(most - level, 4, 2)
             sketches.append(torch.cat([strokes, padding]))
             masks.append(torch.arange(most) < level)
