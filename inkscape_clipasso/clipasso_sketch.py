@@ -53,6 +53,15 @@ from inkscape_clipasso.layers import (
 from inkscape_clipasso.links import anchor_relative_links
 from inkscape_clipasso.live_view import open_page, page_url
 from inkscape_clipasso.placement import place_image
+from inkscape_clipasso.refine import (
+    START_CHOICES,
+    RefineJob,
+    build_refined_layer,
+    image_digest,
+    refine_selection,
+    refine_settings,
+)
+from inkscape_clipasso.stroke_import import import_strokes
 
 #: Longest single HTTP request; the overall deadline comes from the time limit.
 REQUEST_TIMEOUT_S = 30.0
@@ -99,6 +108,10 @@ class ClipassoSketch(inkex.EffectExtension):
         pars.add_argument(
             "--when", default=WHEN_CHOICES[0], choices=WHEN_CHOICES, help="when to insert"
         )
+        # Refine from my strokes (refine.py)
+        pars.add_argument("--start", default="photo", choices=START_CHOICES, help="start from")
+        pars.add_argument("--add_strokes", type=int, default=8, help="new strokes beside mine")
+        pars.add_argument("--refine_add", type=int, default=0, help="new strokes when refining")
         # Daemon
         pars.add_argument("--url", default=protocol.DEFAULT_URL)
         pars.add_argument("--token", default="")
@@ -116,6 +129,9 @@ class ClipassoSketch(inkex.EffectExtension):
         pars.add_argument("--on_time_limit", default="keep", choices=("keep", "cancel"))
 
     def effect(self) -> None:
+        if self.options.start != "photo":
+            self._refine()
+            return
         elements, others = split_selection(list(self.svg.selection.values()))
         if not elements:
             raise inkex.AbortExtension(
@@ -161,6 +177,76 @@ class ClipassoSketch(inkex.EffectExtension):
         )
         # Inkscape 1.4 breaks relative links of documents under its temporary folder: see links.py
         anchor_relative_links(self.svg, self.options.input_file)
+
+    def _refine(self) -> None:
+        """Refine from my strokes: one job starting from the selected strokes, its result a
+        new level layer beside theirs (refine.py); the document is untouched on any error."""
+        keep = self.options.start == "keep"
+        on_limit = self.options.on_time_limit == "keep"
+        try:
+            photo, elements, anchor = refine_selection(list(self.svg.selection.values()))
+            source = read_image(photo, self.options.input_file, os.environ.get("DOCUMENT_PATH"))
+            size = bitmap_size(source.data)
+            if size is None or min(size) <= 0:
+                raise ImageError(f"Image '{source.name}': its pixel size cannot be read")
+            paths = import_strokes(place_image(photo, *size), elements)
+            added = self.options.add_strokes if keep else self.options.refine_add
+            chosen = self._job_settings(
+                refine_settings(self._settings(1), paths, keep, added), source
+            )
+            body = protocol.build_job_request(
+                source.data, chosen, source.name, detached=on_limit or self.options.when != "wait"
+            )
+            earlier = unfinished_layer(self.svg, photo.get("id") or "", source.data, chosen)
+            client = DaemonClient(self.options.url, self.options.token, REQUEST_TIMEOUT_S)
+            resume = [None if earlier is None else earlier.get(ns("job"))]
+            (outcome,) = run_jobs(client, [body], self._wait_options(on_limit), resume=resume)
+            result = outcome.result or empty_result(outcome.job_id, chosen, size)
+        except (protocol.ProtocolError, ValueError, ImageError, DaemonError) as exc:
+            raise inkex.AbortExtension(str(exc)) from None
+        taken = {str(value) for value in self.svg.xpath("//@id")}
+        url = self.options.url.strip().rstrip("/")
+        record = read_record(earlier) if earlier is not None else None
+        try:
+            if record is None:
+                raise UpdateError("no earlier layer")
+            # the same refinement left running by an earlier run: that layer is updated
+            apply_result(self.svg, earlier, record, result, taken, url)
+        except UpdateError:
+            job = RefineJob(photo, tuple(paths), anchor, keep, image_digest(source.data))
+            self._insert_refined(job, outcome, result, taken)
+        if self.options.photo == "lock":
+            photo.set("sodipodi:insensitive", "true")
+        elif self.options.photo == "hide":
+            photo.style["display"] = "none"
+        anchor_relative_links(self.svg, self.options.input_file)
+
+    def _insert_refined(
+        self,
+        job: RefineJob,
+        outcome: JobOutcome,
+        result: dict,
+        taken: set[str],
+    ) -> None:
+        """A new refined level layer, just above the user's layer (on top when none)."""
+        placement = place_image(job.photo, result["image"]["width"], result["image"]["height"])
+        note = describe(
+            outcome.estimate,
+            outcome.waited_s,
+            result.get("steps_run", result.get("step")),
+            int(result["settings"]["iterations"]),
+        )
+        if result.get("partial"):
+            note = f"{note} Inserted while the job was running. {UPDATE_HINT}"
+        url = self.options.url.strip().rstrip("/")
+        layer_options = LayerOptions(self._output_width(), "all", bool(self.options.clip), url)
+        layer, defs = build_refined_layer(job, placement, result, layer_options, taken, note)
+        for definition in defs:
+            self.svg.defs.append(definition)
+        if job.anchor is not None:
+            job.anchor.addnext(layer)
+        else:
+            self.svg.append(layer)
 
     def _time_limit(self) -> float | None:
         """The user's time limit in seconds, None for no limit."""

@@ -27,6 +27,7 @@ from inkscape_clipasso.layer_state import (
 )
 from inkscape_clipasso.layers import fill_level, level_label, record_result
 from inkscape_clipasso.placement import place_image
+from inkscape_clipasso.refine import has_kept, is_kept, new_strokes
 
 _SVG = "{http://www.w3.org/2000/svg}"
 _UPDATED = " Updated: "
@@ -38,10 +39,16 @@ class UpdateError(Exception):
 
 
 def _level_layers(parent: inkex.BaseElement) -> dict[int, list[inkex.BaseElement]]:
-    """The parent's level layers by stroke count (the original first, then its siblings)."""
+    """The parent's level layers by stroke count (the original first, then its siblings); a
+    refined level carries its own job and is its own (and no other sketch's) level."""
     found: dict[int, list[inkex.BaseElement]] = {}
+    own = parent.get(ns("strokes"))
+    if own is not None and own.isdigit():
+        return {int(own): [parent]}
     for child in parent:
         count = child.get(ns("strokes")) if isinstance(child.tag, str) else None
+        if child.get(ns("job")) is not None:
+            continue
         if count is not None and count.isdigit():
             found.setdefault(int(count), []).append(child)
     return found
@@ -57,7 +64,7 @@ def _set_description(element: inkex.BaseElement, text: str) -> None:
 
 def _replace_strokes(level: inkex.BaseElement, taken_ids: set[str]) -> None:
     for child in list(level):
-        if isinstance(child.tag, str) and child.tag not in NOT_CONTENT:
+        if isinstance(child.tag, str) and child.tag not in NOT_CONTENT and not is_kept(child):
             taken_ids.discard(child.get("id") or "")
             level.remove(child)
 
@@ -118,7 +125,9 @@ def apply_result(
         original = originals[0]
         if not is_edited(original):
             _replace_strokes(original, taken_ids)
-            fill_level(original, level, placement, stroke_width, taken_ids)
+            # a refined level keeps the user's own copies of its kept strokes: draw the others
+            drawn = new_strokes(level, record.settings) if has_kept(original) else level
+            fill_level(original, drawn, placement, stroke_width, taken_ids)
             original.set("inkscape:label", with_progress(original.get("inkscape:label"), shown))
             continue
         name = original.get("inkscape:label") or f"{count} strokes"

@@ -38,6 +38,13 @@ def pattern_points(index: int, width: int, height: int) -> list[list[float]]:
     return patterns[index % len(patterns)]
 
 
+def start_points(settings: protocol.SketchSettings, index: int) -> list[list[float]]:
+    """Start stroke ``index`` as the fake's result gives it: exactly as sent when the job
+    keeps its start strokes (as the real engine does), else "optimised": moved 1 px right."""
+    shift = 0.0 if settings.keep_start_strokes else 1.0
+    return [[x + shift, y] for x, y in settings.start_strokes[index]]
+
+
 @dataclass
 class Recorded:
     """One request the fake received."""
@@ -121,7 +128,9 @@ class FakeDaemon:
                 "loss": 0.5 / count,
                 "paths": [
                     {
-                        "points": pattern_points(i, width, height),
+                        "points": start_points(settings, i)
+                        if i < len(settings.start_strokes)
+                        else pattern_points(i - len(settings.start_strokes), width, height),
                         "width": image_width,
                         "color": settings.color,
                     }
@@ -202,6 +211,7 @@ def _handler(fake: FakeDaemon) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 request = protocol.parse_job_request(body)
+                protocol.check_start_strokes_inside(request.settings, *png_size(request.image))
             except protocol.ProtocolError as exc:
                 self._send(exc.status, exc.to_json())
                 return
