@@ -52,7 +52,8 @@ def edited(tmp_path, fake_daemon):
     assert run.status == 0 and run.stderr == "", run.stderr
     root = run.svg
     moved = by_id(root, f"{LEVEL}-stroke-2")
-    moved.set("d", "M 30,40 C 40,35 50,45 60,40")
+    moved.set("d", "m 30,40 c 10,-5 20,5 30,0")  # as Inkscape writes an edited path
+    moved.set("style", "fill:none;stroke:#c83c28;stroke-width:1.25")
     document = tmp_path / "edited.svg"
     document.write_bytes(etree.tostring(root))
     return document
@@ -112,6 +113,7 @@ def test_keep_mine_copies_the_users_paths_verbatim(edited, fake_daemon):
     assert len(paths) == 11
     for mine, copy in zip(level.findall(SVG + "path"), paths[:3], strict=True):
         assert copy.get("d") == mine.get("d") and copy.get("style") == mine.get("style")
+        assert copy.get(CLIPASSO + "kept") == "true"
         theirs = {k: v for k, v in mine.attrib.items() if k != "id"}
         assert {k: v for k, v in copy.attrib.items() if k not in ("id", CLIPASSO + "kept")} == (
             theirs
@@ -176,8 +178,21 @@ def test_paths_in_other_coordinates_get_a_transform_and_stay_put(tmp_path, fake_
     )
 
 
+def finished_new_strokes(result):
+    """The finished job's new strokes differ from the snapshot's (one pixel down); the kept
+    ones come back as sent."""
+    if result.get("partial"):
+        return result
+    given = len(result["settings"]["start_strokes"])
+    for level in result["levels"]:
+        for path in level["paths"][given:]:
+            path["points"] = [[x, y + 1.0] for x, y in path["points"]]
+    return protocol.validate_result(result)
+
+
 def test_a_running_refinement_is_updated_with_the_copies_kept(edited, fake_daemon):
     fake_daemon.polls_before_done = -1
+    fake_daemon.result_override = finished_new_strokes
     run = run_extension(
         edited,
         f"--url={fake_daemon.url}",
@@ -202,6 +217,9 @@ def test_a_running_refinement_is_updated_with_the_copies_kept(edited, fake_daemo
     assert len(paths) == 5
     assert [etree.tostring(p) for p in paths[:3]] == copies  # the user's copies, as they were
     assert [p.get(CLIPASSO + "kept") for p in paths[3:]] == [None, None]
+    for index, path in enumerate(paths[3:]):  # the finished strokes, in place
+        expected = [to_document(x, y + 1.0) for x, y in pattern_points(index, PNG_W, PNG_H)]
+        assert flat(path_points(path.get("d"))) == pytest.approx(flat(expected), abs=1e-6)
 
 
 def aborts(document, fake, *args: str) -> str:
