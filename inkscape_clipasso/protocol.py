@@ -402,6 +402,55 @@ def is_job_id(value: str) -> bool:
     return bool(_JOB_ID.match(value))
 
 
+# --- POST /v1/start-strokes: a drawing's paths as start strokes ---------------------------
+
+#: the largest SVG text the daemon converts (a drawing's strokes, not a photo)
+MAX_START_SVG_CHARS = 4_000_000
+#: the largest photo side a request may name, in pixels
+MAX_PHOTO_SIDE = 1_000_000
+START_STROKES_REQUEST_FIELDS = ("svg", "width", "height")
+
+
+@dataclass(frozen=True)
+class StartStrokesRequest:
+    """A validated ``POST /v1/start-strokes`` body: an SVG drawn over a ``width`` x ``height``
+    photo, whose paths the daemon returns as start strokes in that photo's pixels (the web
+    page's "Start strokes (SVG)"; the answer is :func:`start_strokes_response`)."""
+
+    svg: str
+    width: int
+    height: int
+
+
+def parse_start_strokes_request(data: Any) -> StartStrokesRequest:
+    """Validate a decoded ``POST /v1/start-strokes`` JSON body."""
+    if not isinstance(data, Mapping):
+        raise ProtocolError("bad_request", "the request body must be a JSON object")
+    unknown = sorted(set(data) - set(START_STROKES_REQUEST_FIELDS))
+    if unknown:
+        raise ProtocolError("unknown_field", f"unknown field(s): {', '.join(unknown)}")
+    svg = data.get("svg")
+    if not isinstance(svg, str) or not svg.strip():
+        raise ProtocolError("bad_request", "svg must be the SVG document's text")
+    if len(svg) > MAX_START_SVG_CHARS:
+        raise ProtocolError(
+            "too_large", f"the SVG is longer than {MAX_START_SVG_CHARS:,} characters"
+        )
+    width = _require_int("width", data.get("width"), 1, MAX_PHOTO_SIDE)
+    height = _require_int("height", data.get("height"), 1, MAX_PHOTO_SIDE)
+    return StartStrokesRequest(svg=svg, width=width, height=height)
+
+
+def start_strokes_response(strokes: Any) -> dict[str, Any]:
+    """``{"strokes": [[[x, y] x 4], ...]}``: what ``settings.start_strokes`` takes as it is."""
+    return {"strokes": [[list(point) for point in stroke] for stroke in strokes]}
+
+
+def validate_start_strokes_response(data: Any) -> tuple[tuple[tuple[float, float], ...], ...]:
+    """The strokes of a ``POST /v1/start-strokes`` answer, checked like a setting."""
+    return parse_start_strokes(_expect(data, "strokes", list, "start-strokes response"))
+
+
 # --- responses ----------------------------------------------------------------------------
 
 

@@ -202,3 +202,35 @@ def test_job_ids():
     assert protocol.is_job_id("0123456789abcdef" * 2)
     assert not protocol.is_job_id("../etc/passwd")
     assert not protocol.is_job_id("A" * 32)
+
+
+def test_start_strokes_request_and_response():
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"><path d="M 0,0 L 1,1"/></svg>'
+    parsed = protocol.parse_start_strokes_request({"svg": svg, "width": 640, "height": 480})
+    assert (parsed.svg, parsed.width, parsed.height) == (svg, 640, 480)
+    strokes = (((0.5, 1.0), (2.0, 3.0), (4.0, 5.0), (6.25, 7.0)),)
+    body = protocol.start_strokes_response(strokes)
+    assert body == {"strokes": [[[0.5, 1.0], [2.0, 3.0], [4.0, 5.0], [6.25, 7.0]]]}
+    assert protocol.validate_start_strokes_response(body) == strokes
+    # what the answer holds goes into a job's settings as it is
+    settings = protocol.parse_settings({"levels": [2], "start_strokes": body["strokes"]})
+    assert settings.start_strokes == strokes
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ([], "bad_request"),
+        ({"width": 10, "height": 10}, "bad_request"),
+        ({"svg": "  ", "width": 10, "height": 10}, "bad_request"),
+        ({"svg": "<svg/>", "width": 0, "height": 10}, "out_of_range"),
+        ({"svg": "<svg/>", "width": 10, "height": 10.5}, "bad_request"),
+        ({"svg": "<svg/>", "width": 10, "height": True}, "bad_request"),
+        ({"svg": "<svg/>", "width": 10, "height": 10, "image": "x"}, "unknown_field"),
+        ({"svg": "x" * (protocol.MAX_START_SVG_CHARS + 1), "width": 1, "height": 1}, "too_large"),
+    ],
+)
+def test_bad_start_strokes_requests(body, code):
+    with pytest.raises(ProtocolError) as caught:
+        protocol.parse_start_strokes_request(body)
+    assert caught.value.code == code

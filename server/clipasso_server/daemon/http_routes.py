@@ -34,6 +34,8 @@ from clipasso_server.daemon.job_store import DamagedResultError, JobStore, json_
 from clipasso_server.daemon.thumbnails import make_thumbnail, save_thumbnail
 from clipasso_server.daemon.web_routes import add_web_routes, is_public, is_viewer
 from clipasso_server.engine.errors import hide_paths
+from clipasso_server.engine.image_decode import original_size
+from clipasso_server.start_svg import StartSvgError, strokes_from_svg
 from inkscape_clipasso import protocol
 
 log = logging.getLogger("clipasso.daemon")
@@ -95,6 +97,7 @@ def make_app(context: DaemonContext) -> web.Application:
     app.router.add_delete(f"{prefix}/jobs/{{job_id}}", cancel_job)
     app.router.add_get(f"{prefix}/health", health)
     app.router.add_get(f"{prefix}/jobs/{{job_id}}/thumbnail", job_thumbnail)
+    app.router.add_post(f"{prefix}/start-strokes", start_strokes)
     add_web_routes(app)
     return app
 
@@ -192,7 +195,7 @@ async def submit_job(request: web.Request) -> web.Response:
     await _in_thread(context.engine.check_memory, job_request.settings)
     settings = job_request.settings.to_json()
     image_sha256, key, thumbnail = await _in_pool(
-        context.decode_pool, _check_image, context.engine, job_request.image, settings
+        context.decode_pool, _check_image, context.engine, job_request.image, job_request.settings
     )
     try:
         await _in_thread(context.engine.check_weights, job_request.settings)
@@ -286,12 +289,15 @@ def _parse_json_request(body: bytes) -> protocol.JobRequest:
 
 
 def _check_image(
-    engine: EngineBridge, image: bytes, settings: dict[str, Any]
+    engine: EngineBridge, image: bytes, settings: protocol.SketchSettings
 ) -> tuple[str, str | None, bytes]:
-    """Decode the image (once): its sha256, the cache key and the job's thumbnail."""
-    thumbnail = make_thumbnail(engine.check_image(image))
+    """Decode the image (once): its sha256, the cache key and the job's thumbnail. The start
+    strokes must lie on the photo (in its own pixels), which only its size tells."""
+    decoded = engine.check_image(image)
+    protocol.check_start_strokes_inside(settings, *original_size(decoded))
+    thumbnail = make_thumbnail(decoded)
     digest = hashlib.sha256(image).hexdigest()
-    return digest, engine.cache_key(digest, settings), thumbnail
+    return digest, engine.cache_key(digest, settings.to_json()), thumbnail
 
 
 async def _read_multipart(request: web.Request, limit: int) -> protocol.JobRequest:
@@ -351,6 +357,48 @@ async def _multipart_parts(request: web.Request, limit: int) -> dict[str, bytes]
             chunks.append(chunk)
         parts[name] = b"".join(chunks)
     return parts
+
+
+# --- POST /v1/start-strokes ----------------------------------------------------------------
+
+
+async def start_strokes(request: web.Request) -> web.Response:
+    """An SVG drawing's paths as start strokes in the photo's pixels (the web page sends its
+    "Start strokes (SVG)" file here, then the strokes with the job): the same converter as
+    ``clipasso sketch --start-svg``."""
+    context = request.app[CONTEXT]
+    if request.content_type != "application/json":
+        raise protocol.ProtocolError(
+            "unsupported_media_type",
+            f"send application/json, not {request.content_type or 'nothing'}",
+        )
+    try:
+        body = await asyncio.wait_for(request.read(), context.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise protocol.ProtocolError(
+            "request_timeout",
+            f"the request body did not arrive within {context.body_timeout_s:g} s",
+        ) from None
+    strokes = await _in_pool(context.decode_pool, _convert_start_svg, body)
+    return json_response(protocol.start_strokes_response(strokes))
+
+
+def _convert_start_svg(body: bytes) -> tuple:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise protocol.ProtocolError("bad_json", f"the body is not valid JSON: {exc}") from None
+    drawing = protocol.parse_start_strokes_request(data)
+    try:
+        strokes = strokes_from_svg(
+            drawing.svg, drawing.width, drawing.height, limit=protocol.MAX_STROKES
+        )
+    except StartSvgError as exc:
+        raise protocol.ProtocolError(exc.code, exc.message) from None
+    protocol.check_start_strokes_inside(
+        protocol.SketchSettings(start_strokes=strokes), drawing.width, drawing.height
+    )
+    return strokes
 
 
 # --- GET/DELETE /v1/jobs/{id} ---------------------------------------------------------------
