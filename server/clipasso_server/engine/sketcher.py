@@ -32,15 +32,18 @@ from clipasso_server.engine.errors import Cancelled, SettingsError
 from clipasso_server.engine.image_input import CanvasPlacement, image_to_canvas
 from clipasso_server.engine.optimise import (
     Clock,
+    Decision,
     Drawing,
     LoopSettings,
     Outcome,
+    Policy,
     StepBudget,
     StepReport,
     Target,
     combine_policies,
     optimise,
 )
+from clipasso_server.engine.planning import BudgetPlanner
 from clipasso_server.engine.start import photo_saliency, start_points
 from clipasso_server.engine.start_strokes import (
     check_start_strokes,
@@ -142,6 +145,7 @@ class Job:
         stop_reason: str | None,
         partial: bool = False,
         elapsed_s: float = 0.0,
+        schedule_notes: Sequence[str] = (),
     ) -> SketchResult:
         """Best points [B,S,4,2] (canvas px, CPU) and losses [B] -> the result in image pixels."""
         config, count = self.config, len(self.seeds)
@@ -181,17 +185,42 @@ class Job:
             stop_reason=stop_reason,
             partial=partial,
             step=steps_run if partial else None,
+            schedule_notes=tuple(schedule_notes),
         )
 
-    def from_outcome(self, outcome: Outcome, elapsed_s: float, partial: bool) -> SketchResult:
+    def from_outcome(
+        self, outcome: Outcome, elapsed_s: float, partial: bool, budget_cut: bool = False
+    ) -> SketchResult:
+        """The result of ``outcome``; ``budget_cut``: a time-budget plan lowered the iteration
+        count, so a loop that ran all the planned steps ended early because of the budget."""
+        reason = outcome.stop_reason
+        if budget_cut and reason == "iterations" and outcome.steps_run < self.config.iterations:
+            reason = "budget"
         return self.result(
             outcome.points,
             outcome.loss.tolist(),
             steps_run=outcome.steps_run,
-            stop_reason=outcome.stop_reason,
+            stop_reason=reason,
             partial=partial,
             elapsed_s=elapsed_s,
+            schedule_notes=outcome.notes,
         )
+
+
+class ScheduleNotes:
+    """The job's schedule policies as one, keeping their notes as they are said, so progress
+    reports and snapshots carry them while the job runs (the loop's Outcome has them only at
+    the end)."""
+
+    def __init__(self, policy: Policy | None) -> None:
+        self.policy = policy
+        self.notes: list[str] = []
+
+    def __call__(self, report: StepReport) -> Decision | None:
+        decision = self.policy(report) if self.policy is not None else None
+        if decision is not None and decision.note:
+            self.notes.append(decision.note)
+        return decision
 
 
 class ProgressReporter:
@@ -209,14 +238,17 @@ class ProgressReporter:
         clock: Clock,
         started: float,
         every_s: float = SNAPSHOT_EVERY_S,
+        notes: ScheduleNotes | None = None,
     ) -> None:
         self.job, self.progress, self.clock = job, progress, clock
         self.started, self.every_s = started, every_s
+        self.notes = notes
         self._last_snapshot: float | None = None
 
     def __call__(self, report: StepReport) -> None:
         now = self.clock()
         snapshot = None
+        notes = tuple(self.notes.notes) if self.notes is not None else ()
         due = self._last_snapshot is None or now - self._last_snapshot >= self.every_s
         if report.evaluated and due:
             snapshot = self.job.result(
@@ -226,6 +258,7 @@ class ProgressReporter:
                 stop_reason=None,
                 partial=True,
                 elapsed_s=now - self.started,
+                schedule_notes=notes,
             )
             self._last_snapshot = now
         self.progress(
@@ -237,6 +270,7 @@ class ProgressReporter:
                 step_time_s=report.step_time_s,
                 planned_steps=report.planned_steps,
                 snapshot=snapshot,
+                schedule_notes=notes,
             )
         )
 
@@ -250,6 +284,7 @@ def sketch(
     should_stop: StopCheck | None = None,
     clock: Clock = time.perf_counter,
     snapshot_every_s: float = SNAPSHOT_EVERY_S,
+    plan_budget: bool = True,
 ) -> SketchResult:
     """Sketch ``image`` at every level of ``config``; the best seed of each level is returned.
 
@@ -259,6 +294,10 @@ def sketch(
     whole call from its start, model loading included. A cancel raises Cancelled whose
     ``snapshot`` is the best result so far (partial, stop reason "cancel"), or None before
     the first step. ``clock`` (seconds) is what the budget and the progress read.
+    With a time budget that cannot hold the work, fewer seeds and then fewer iterations are
+    planned from the measured step cost (``planning``), and the result says so in its
+    ``schedule_notes``; ``plan_budget=False`` only stops when the next step would not fit
+    (the pre-#22 budget, for paired benches).
     """
     _check(config)
     started = clock()
@@ -306,11 +345,27 @@ def sketch(
         learning_rate=config.learning_rate,
         plateau_patience=config.plateau_patience,
     )
-    reporter = (
-        ProgressReporter(job, progress, clock, started, snapshot_every_s) if progress else None
-    )
+    planner = None
+    if deadline is not None and plan_budget:
+        planner = BudgetPlanner(
+            levels=len(config.levels),
+            seeds=config.seeds,
+            iterations=config.iterations,
+            augmentations=config.augmentations,
+            budget_s=config.time_budget_s,
+            deadline=deadline,
+            clock=clock,
+        )
     # schedule policies (seed pruning, time-budget planning), each from its own module
     policies = []
+    if planner is not None:
+        policies.append(planner)
+    policy = ScheduleNotes(combine_policies(*policies))
+    reporter = (
+        ProgressReporter(job, progress, clock, started, snapshot_every_s, policy)
+        if progress
+        else None
+    )
     try:
         outcome = optimise(
             Target(photo, loss_model),
@@ -321,7 +376,7 @@ def sketch(
             budget=StepBudget(deadline, clock),
             on_step=reporter,
             should_stop=should_stop,
-            policy=combine_policies(*policies),
+            policy=policy,
             kept=kept_strokes(config, int(points.shape[0]), int(points.shape[1])),
         )
     except Cancelled as exc:
@@ -332,4 +387,5 @@ def sketch(
             else None
         )
         raise Cancelled(exc.message, snapshot) from None
-    return job.from_outcome(outcome, clock() - started, partial=False)
+    budget_cut = planner is not None and planner.cut_iterations
+    return job.from_outcome(outcome, clock() - started, partial=False, budget_cut=budget_cut)

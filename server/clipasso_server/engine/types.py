@@ -142,6 +142,9 @@ class SketchResult:
     stop_reason: str | None = None
     partial: bool = False
     step: int | None = None
+    #: what a schedule (time-budget planning, seed pruning) reduced and why, in the user's
+    #: words ("1 seed instead of 3 and 120 iterations instead of 2000 to fit 10 min (...)")
+    schedule_notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The protocol's result fields except ``id`` and ``svg``."""
@@ -159,6 +162,8 @@ class SketchResult:
         if self.partial:
             data["partial"] = True
             data["step"] = self.step
+        if self.schedule_notes:
+            data["schedule_notes"] = list(self.schedule_notes)
         return data
 
 
@@ -171,6 +176,7 @@ class Progress:
     engine expects to run in all: ``total``, or fewer when a time budget allows fewer.
     ``snapshot`` is set on evaluation steps at most about once per second (see ``sketch()``):
     the best strokes of every level so far, a partial :class:`SketchResult`; None otherwise.
+    ``schedule_notes``: what a schedule has reduced so far and why (see SketchResult).
     """
 
     step: int
@@ -180,6 +186,7 @@ class Progress:
     step_time_s: float | None = None
     planned_steps: int | None = None
     snapshot: SketchResult | None = None
+    schedule_notes: tuple[str, ...] = ()
 
 
 ProgressCallback = Callable[[Progress], None]

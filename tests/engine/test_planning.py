@@ -1,0 +1,187 @@
+"""A time budget that plans (issue 22): fewer seeds first, then fewer iterations, decided from
+the measured step cost, and said in words.
+
+Real tiny CLIP models through the real ModelStore, the real renderer, loop and ``sketch()``;
+only time is fake: a clock that the loss model advances by the images it is given, two units
+for an image that needs a backward (a step's sketches) and one for a forward only (the
+photo's views, the final evaluation), as a real step's cost grows with its batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from PIL import Image, ImageDraw  # noqa: E402
+
+from clipasso_server.engine.planning import BudgetPlanner, format_duration  # noqa: E402
+from clipasso_server.engine.sketcher import sketch  # noqa: E402
+from clipasso_server.engine.types import SketchConfig  # noqa: E402
+
+#: 2 levels x 3 seeds, 1 view: a full step is 2*6*2 + 1 = 25 s on the fake clock, a step of
+#: one seed a level 2*2*2 + 1 = 9 s; the whole requested work 60 x 25 s = 25 min
+LEVELS, SEEDS, ITERATIONS, VIEWS = (2, 3), 3, 60, 1
+
+
+class FakeClock:
+    """Seconds that pass only when the timed model says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedModel:
+    """The real loss model; each image it is given costs one second, two with a gradient."""
+
+    def __init__(self, model, clock: FakeClock) -> None:
+        self.model, self.clock = model, clock
+        self.input_size = model.input_size
+        self.batches: list[int] = []
+
+    def features(self, images):
+        count = int(images.shape[0])
+        self.clock.now += count * (2.0 if torch.is_grad_enabled() else 1.0)
+        if torch.is_grad_enabled():
+            self.batches.append(count)
+        return self.model.features(images)
+
+
+class TimedStore:
+    """The session's real ModelStore whose loss model runs on the fake clock."""
+
+    def __init__(self, store, clock: FakeClock) -> None:
+        self.store, self.clock = store, clock
+        self.timed: TimedModel | None = None
+
+    def loss_model(self, name: str):
+        self.timed = TimedModel(self.store.loss_model(name), self.clock)
+        return self.timed
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+@pytest.fixture(scope="module")
+def picture() -> Image.Image:
+    image = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(image).ellipse((20, 20, 76, 76), fill=(30, 30, 30))
+    return image
+
+
+def _run(model_store, picture, budget_s: float | None, **overrides):
+    """(result, progress reports, sketches per step, seconds the job took on the fake clock)."""
+    settings = dict(
+        levels=LEVELS,
+        seeds=SEEDS,
+        iterations=ITERATIONS,
+        eval_every=5,
+        augmentations=VIEWS,
+        loss_model="test-tiny-rn",
+        saliency_model="test-tiny-vit",
+        time_budget_s=budget_s,
+    )
+    settings.update(overrides)
+    clock = FakeClock()
+    store = TimedStore(model_store, clock)
+    reports = []
+    result = sketch(picture, SketchConfig(**settings), store, progress=reports.append, clock=clock)
+    per_step = [count // (1 + VIEWS) for count in store.timed.batches]
+    return result, reports, per_step, clock.now
+
+
+def test_a_budget_the_work_fits_changes_nothing_and_says_nothing(model_store, picture):
+    result, reports, per_step, took = _run(model_store, picture, budget_s=1600.0)
+    assert took <= 1600.0
+    assert (result.steps_run, result.stop_reason) == (ITERATIONS, "iterations")
+    assert per_step == [6] * ITERATIONS
+    assert result.schedule_notes == () and "schedule_notes" not in result.to_json()
+    assert all(report.schedule_notes == () for report in reports)
+
+
+def test_a_third_of_the_work_keeps_one_seed_a_level_and_every_iteration(model_store, picture):
+    """600 s hold 60 steps of one seed a level (9 s each) but not of two (17 s): after the
+    second step (the first that carries no warm-up) each level keeps its best seed."""
+    result, reports, per_step, took = _run(model_store, picture, budget_s=600.0)
+    assert took <= 600.0
+    assert (result.steps_run, result.stop_reason) == (ITERATIONS, "iterations")
+    assert per_step == [6, 6] + [2] * (ITERATIONS - 2)
+    note = (
+        "1 seed instead of 3 to fit 10 min (a step of 6 sketches took 25 s; "
+        "all the work would take 25 min)"
+    )
+    assert result.schedule_notes == (note,)
+    assert result.to_json()["schedule_notes"] == [note]
+    # the progress says it from the step it was decided at; the dropped seeds keep their loss
+    assert reports[0].schedule_notes == () and reports[1].schedule_notes == (note,)
+    assert all(len(losses) == SEEDS for losses in result.extra["seed_losses"].values())
+    assert all(math.isfinite(v) for v in result.extra["seed_losses"]["3"])
+
+
+def test_a_tiny_budget_plans_at_once_one_seed_and_few_iterations(model_store, picture):
+    """200 s: the first step (25 s) is over a tenth of the 174 s left, so waiting for a second
+    full step would cost too much; one seed a level and the 18 more steps of 9 s that fit
+    with the final evaluation's reserve."""
+    result, reports, per_step, took = _run(model_store, picture, budget_s=200.0)
+    assert took <= 200.0
+    assert (result.steps_run, result.stop_reason) == (19, "budget")
+    assert per_step == [6] + [2] * 18
+    assert result.schedule_notes == (
+        "1 seed instead of 3 and 19 iterations instead of 60 to fit 3.3 min (a step of 6 "
+        "sketches took 25 s; all the work would take 25 min)",
+    )
+    assert reports[-1].planned_steps == 19 and reports[-1].total == ITERATIONS
+    assert all(math.isfinite(level.loss) for level in result.levels)
+
+
+def test_the_reduced_batch_is_measured_and_the_iterations_re_planned():
+    """The model of the step cost is a guess: when the reduced batch turns out slower than
+    it said, the iteration count is planned again from its measured time, once."""
+    from clipasso_server.engine.optimise import BestIterate, StepReport
+
+    clock = FakeClock()
+    planner = BudgetPlanner(
+        levels=2,
+        seeds=3,
+        iterations=100,
+        augmentations=1,
+        budget_s=300.0,
+        deadline=300.0,
+        clock=clock,
+    )
+    best = BestIterate(torch.zeros(6, 1, 4, 2))
+    best.update([0.5, 0.2, 0.9, 0.3, 0.1, 0.4], torch.zeros(6, 1, 4, 2))
+
+    def report(step: int, step_time: float) -> StepReport:
+        return StepReport(step, best, True, step_time, 100)
+
+    clock.now = 40.0
+    decision = planner(report(1, 40.0))  # 40 s > a tenth of 260 s: plan now
+    assert decision.retire == (0, 2, 3, 5)  # each level keeps its best-evaluated seed
+    # one seed a level is predicted at 40 * 9/25 = 14.4 s: (260 - 10) / 14.4 -> 17 more steps
+    assert decision.iterations == 18
+    best.retire(decision.retire)
+    clock.now += 20.0  # the reduced step really took 20 s
+    again = planner(report(2, 30.0))
+    assert again.retire == () and again.iterations == 2 + math.floor((240.0 - 10.0) / 20.0)
+    assert again.note.startswith(
+        "re-planned from the reduced step (a step of 2 sketches took 20 s)"
+    )
+    clock.now += 20.0
+    assert planner(report(3, 26.7)) is None  # once only; the budget's stop is the safety net
+
+
+def test_durations_read_as_the_dialog_says_them():
+    assert [format_duration(s) for s in (45, 120, 150, 600, 3600, 11000)] == [
+        "45 s",
+        "2 min",
+        "2.5 min",
+        "10 min",
+        "1 h",
+        "3.1 h",
+    ]
