@@ -26,8 +26,8 @@ from inkscape_clipasso.layer_state import (
     write_progress,
 )
 from inkscape_clipasso.layers import fill_level, level_label, record_result
-from inkscape_clipasso.placement import place_image
-from inkscape_clipasso.refine import has_kept, is_kept, new_strokes
+from inkscape_clipasso.placement import composed_transform, place_image
+from inkscape_clipasso.refine import has_kept, is_kept, layer_placement, new_strokes
 
 _SVG = "{http://www.w3.org/2000/svg}"
 _UPDATED = " Updated: "
@@ -113,6 +113,11 @@ def apply_result(
     progress = progress_of(result, record.progress.total)
     shown = None if progress.state == DONE else progress
     stroke_width = record.stroke_width
+    # in the layer's own coordinates (a refined layer takes its user layer's transform)
+    local = layer_placement(placement, composed_transform(parent))
+    if stroke_width is not None and placement.linear_scale:
+        stroke_width *= local.linear_scale / placement.linear_scale
+    placement = local
     by_count = _level_layers(parent)
     notes: list[str] = []
     for level in result["levels"]:

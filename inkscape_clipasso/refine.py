@@ -233,8 +233,9 @@ def copy_user_path(
     return copy
 
 
-def layer_placement(placement: ImagePlacement, layer_transform: inkex.Transform):
-    """``placement`` for strokes drawn in a layer whose coordinates are ``layer_transform``."""
+def layer_placement(placement: ImagePlacement, layer_transform: inkex.Transform) -> ImagePlacement:
+    """``placement`` for strokes drawn in a layer whose coordinates are ``layer_transform``
+    (root user units from the layer's content; see placement.composed_transform)."""
     inverse = -layer_transform
     return ImagePlacement(
         inverse @ placement.transform, inverse @ placement.element_transform, placement.visible
@@ -261,8 +262,11 @@ def build_refined_layer(
     description: str = "",
 ) -> tuple[inkex.Layer, list[inkex.BaseElement]]:
     """(the refined level layer, the defs it needs), not yet in the document."""
-    parent = job.anchor.getparent() if job.anchor is not None else None
-    layer_transform = composed_transform(parent) if parent is not None else inkex.Transform()
+    # the new layer takes the user's layer's transform: the paths that lay directly in it are
+    # then copied without one, and everything else is placed in the same coordinates
+    own, layer_transform = None, inkex.Transform()
+    if job.anchor is not None:
+        own, layer_transform = job.anchor.attrib.get("transform"), composed_transform(job.anchor)
     base = unique_base(f"{job.photo.get('id') or 'image'}-refined", taken_ids)
     settings = result["settings"]
     progress = progress_of(result, int(settings["iterations"]))
@@ -271,6 +275,8 @@ def build_refined_layer(
     layer = inkex.Layer(nsmap={"clipasso": CLIPASSO_NS})
     layer.set("id", base)
     layer.set("inkscape:groupmode", "layer")
+    if own:
+        layer.attrib["transform"] = own  # as written (inkex's set() would round it)
     shown = progress if progress.state != "done" else None
     layer.set("inkscape:label", refined_label(level["strokes"], given, job.keep, shown))
     layer.set(ns("strokes"), str(level["strokes"]))
@@ -284,9 +290,6 @@ def build_refined_layer(
     desc.text = text
     layer.append(desc)
     width = options.stroke_width
-    scale = layer_placement(placement, layer_transform).linear_scale / max(
-        placement.linear_scale, 1e-300
-    )
     write_record(
         layer,
         SketchRecord(
@@ -302,6 +305,7 @@ def build_refined_layer(
     record_result(layer, result)
     defs: list[inkex.BaseElement] = []
     local = layer_placement(placement, layer_transform)
+    scale = local.linear_scale / placement.linear_scale if placement.linear_scale else 1.0
     new_ids = [base]
     if options.clip:
         clip = _viewport_clip(placement.visible, local, f"{base}-photo-area")

@@ -155,7 +155,8 @@ def test_paths_in_other_coordinates_get_a_transform_and_stay_put(tmp_path, fake_
         svg_doc(
             f'<image id="img1" x="{LEFT}" y="{TOP}" width="{SCALE * PNG_W}" '
             f'height="{SCALE * PNG_H}" preserveAspectRatio="none" xlink:href="{photo}"/>'
-            '<g id="mine" inkscape:groupmode="layer" inkscape:label="Mine">'
+            '<g id="mine" inkscape:groupmode="layer" inkscape:label="Mine" '
+            'transform="translate(3,-2)">'
             '  <path id="flat" d="m 30,40 h 10" style="stroke:red"/>'
             '  <g transform="rotate(10,40,40)">'
             '    <path id="turned" d="M 30,40 Q 40,50 50,40" style="stroke:blue" '
@@ -167,8 +168,9 @@ def test_paths_in_other_coordinates_get_a_transform_and_stay_put(tmp_path, fake_
     root = refine(document, fake_daemon, "--id=img1", "--id=mine", "--start=keep")
     layer = by_id(root, REFINED)
     assert by_id(root, "mine").getnext() is layer
-    flat, turned = layer.findall(SVG + "path")[:2]
-    assert flat.get("d") == "m 30,40 h 10" and flat.get("transform") is None
+    assert layer.get("transform") == "translate(3,-2)"  # the user's layer's coordinates
+    straight, turned = layer.findall(SVG + "path")[:2]
+    assert straight.get("d") == "m 30,40 h 10" and straight.get("transform") is None
     assert turned.get("d") == "M 30,40 Q 40,50 50,40" and turned.get("style") == "stroke:blue"
     # the copy lies where the original lay: rotate(10,40,40) @ translate(1,2), written out
     expected = inkex.Transform("rotate(10,40,40) translate(1,2)")
@@ -176,6 +178,13 @@ def test_paths_in_other_coordinates_get_a_transform_and_stay_put(tmp_path, fake_
     assert [v for row in found.matrix for v in row] == pytest.approx(
         [v for row in expected.matrix for v in row], abs=1e-12
     )
+    # the new strokes land on the photo through the layer's transform
+    sent = len(fake_daemon.submitted_settings()[-1].start_strokes)
+    for index, path in enumerate(layer.findall(SVG + "path")[2:]):
+        assert index < 8 and sent == 2
+        on_page = [(x + 3, y - 2) for x, y in path_points(path.get("d"))]
+        expected = [to_document(*p) for p in pattern_points(index, PNG_W, PNG_H)]
+        assert flat(on_page) == pytest.approx(flat(expected), abs=1e-6)
 
 
 def finished_new_strokes(result):
