@@ -453,3 +453,132 @@ def test_the_progress_line_and_the_estimate_say_one_time_left(capsys):
     assert err[1].startswith("step 2/200") and "? left" in err[1]
     assert err[2].startswith("step 3/200") and ", 2 min left " in err[2]  # 197 x 0.5 s
     assert err[3].startswith("clipasso sketch: about 2 min left on this CPU"), err[3]
+
+
+# --- --start-svg (issue 18, part 3) ---------------------------------------------------------
+
+
+def _strokes_in(svg_path: Path, level: int) -> list[str]:
+    """The ``d`` of each stroke of the level with ``level`` strokes."""
+    root = ET.fromstring(svg_path.read_text())
+    layer = root.find(f".//{{{SVG_NS}}}g[@id='clipasso-level-{level}']")
+    return [path.get("d") for path in layer.findall(f"{{{SVG_NS}}}path")]
+
+
+def _numbers(d: str) -> list[float]:
+    import re
+
+    return [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+
+
+@pytest.mark.parametrize("photo", [[], ["--no-image"]], ids=["over-its-image", "viewbox"])
+def test_start_svg_round_trips_the_strokes_clipasso_wrote(test_weights_dir, tmp_path, photo):
+    """sketch -> its SVG -> --start-svg: the same strokes (within 1e-6 of the numbers written),
+    and kept ones are written back character for character."""
+    from PIL import Image
+
+    from clipasso_server.commands.sketch import sample_image_path
+    from clipasso_server.start_svg import strokes_from_svg
+
+    first, second = tmp_path / "first.svg", tmp_path / "second.svg"
+    assert main(_args(test_weights_dir, first, *photo, levels="2,3")) == 0
+    written = _strokes_in(first, 3)  # the shown (most detailed) level; the others are hidden
+    with Image.open(sample_image_path()) as sample:
+        size = sample.size
+    strokes = strokes_from_svg(first.read_bytes(), *size, limit=256)
+    assert len(strokes) == 3
+    for stroke, d in zip(strokes, written, strict=True):
+        numbers = _numbers(d)
+        read = [c for point in stroke for c in point]
+        assert max(abs(a - b) for a, b in zip(read, numbers, strict=True)) < 1e-6
+
+    keep = ["--start-svg", str(first), "--keep-start-strokes"]
+    assert main(_args(test_weights_dir, second, *photo, *keep, levels="4,5")) == 0
+    for level in (4, 5):
+        again = _strokes_in(second, level)
+        assert again[:3] == written
+        assert len(again) == level
+    record = read_metadata(second.read_text())
+    assert record["settings"]["keep_start_strokes"] is True
+    assert len(record["settings"]["start_strokes"]) == 3
+
+
+def test_start_svg_without_keep_refines_every_stroke(test_weights_dir, tmp_path):
+    drawing = tmp_path / "drawing.svg"
+    drawing.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 512 384">'
+        '<path d="M 100,100 C 150,80 200,120 250,100 L 300,200"/></svg>'
+    )
+    out = tmp_path / "refined.svg"
+    assert main(_args(test_weights_dir, out, "--no-image", "--start-svg", str(drawing))) == 0
+    record = read_metadata(out.read_text())
+    # the curve as it is, the line as a cubic with its controls at a third and two thirds
+    expected = [100, 100, 150, 80, 200, 120, 250, 100]
+    expected += [250, 100, 250 + 50 / 3, 100 + 100 / 3, 250 + 100 / 3, 100 + 200 / 3, 300, 200]
+    start = [c for stroke in record["settings"]["start_strokes"] for p in stroke for c in p]
+    assert start == pytest.approx(expected, abs=1e-9)
+    assert record["settings"]["keep_start_strokes"] is False
+    first = _numbers(_strokes_in(out, 2)[0])
+    given = [100, 100, 150, 80, 200, 120, 250, 100]
+    assert max(abs(a - b) for a, b in zip(first, given, strict=True)) > 1e-2
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda d: str(d / "missing.svg"), [], "cannot read --start-svg"),
+        (lambda d: str(d), [], "cannot read --start-svg"),
+        (lambda d: _write(d, "bad.svg", "<svg"), [], "not a readable SVG"),
+        (
+            lambda d: _write(d, "empty.svg", '<svg xmlns="http://www.w3.org/2000/svg"/>'),
+            [],
+            "no paths",
+        ),
+        (
+            lambda d: _write(
+                d,
+                "three.svg",
+                f'<svg xmlns="{SVG_NS}"><path d="M 0,0 L 9,9 L 20,0 L 30,9"/></svg>',
+            ),
+            [],
+            "3 start strokes need levels of at least 3 strokes (the smallest level has 2)",
+        ),
+        (
+            lambda d: _write(
+                d,
+                "two.svg",
+                '<svg xmlns="http://www.w3.org/2000/svg"><path d="M 0,0 L 9,9 L 20,0"/></svg>',
+            ),
+            ["--keep-start-strokes"],
+            "need levels of more than 2 strokes",
+        ),
+        (
+            lambda d: _write(
+                d,
+                "far.svg",
+                f'<svg xmlns="{SVG_NS}" viewBox="0 0 10 10"><path d="M 0,0 L 90,0"/></svg>',
+            ),
+            [],
+            "too far outside",
+        ),
+    ],
+    ids=["missing", "folder", "not-svg", "no-paths", "too-many", "keep-too-many", "outside"],
+)
+def test_start_svg_errors_are_one_line(test_weights_dir, tmp_path, capsys, make, extra, message):
+    out = tmp_path / "x.svg"
+    args = _args(test_weights_dir, out, "--start-svg", make(tmp_path), *extra)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_keep_start_strokes_needs_a_start_svg(test_weights_dir, tmp_path, capsys):
+    assert main(_args(test_weights_dir, tmp_path / "x.svg", "--keep-start-strokes")) == 2
+    assert "--keep-start-strokes keeps the strokes of --start-svg FILE" in capsys.readouterr().err

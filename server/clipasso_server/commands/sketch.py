@@ -136,6 +136,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress line and no time estimate"
     )
+    parser.add_argument(
+        "--start-svg",
+        metavar="FILE",
+        help="start every level from the paths of this SVG, drawn over the photo (in its "
+        "<image>'s pixels; without one its viewBox is the photo), one stroke per cubic "
+        "segment; the rest of each level starts as usual",
+    )
+    parser.add_argument(
+        "--keep-start-strokes",
+        action="store_true",
+        help="keep the --start-svg strokes exactly as they are and add the rest "
+        "(default: refine them all)",
+    )
 
 
 def sample_image_path() -> Path:
@@ -445,7 +458,9 @@ def photo_href(source: Path, image: Image.Image, output: Path | None, embed: boo
         return source.resolve().as_uri()
 
 
-def _settings(args: argparse.Namespace) -> protocol.SketchSettings:
+def _settings(
+    args: argparse.Namespace, start_strokes: tuple[tuple[tuple[float, float], ...], ...] = ()
+) -> protocol.SketchSettings:
     from clipasso_server.cli import CommandError
 
     levels = str(args.levels)
@@ -468,10 +483,34 @@ def _settings(args: argparse.Namespace) -> protocol.SketchSettings:
                 "remove_background": args.remove_background,
                 "seed": args.seed,
                 "time_budget_s": args.time_budget,
+                "start_strokes": start_strokes,
+                "keep_start_strokes": bool(start_strokes) and args.keep_start_strokes,
             }
         )
     except protocol.ProtocolError as exc:
-        raise CommandError(exc.message.replace("time_budget_s", "--time-budget")) from None
+        message = exc.message.replace("time_budget_s", "--time-budget")
+        if start_strokes:
+            message = f"--start-svg {args.start_svg}: {message}"
+        raise CommandError(message) from None
+
+
+def read_start_svg(
+    path: str, width: int, height: int
+) -> tuple[tuple[tuple[float, float], ...], ...]:
+    """The start strokes of the SVG ``path`` in the pixels of the ``width`` x ``height``
+    photo (the daemon's ``/v1/start-strokes`` converter), or one clear line."""
+    from clipasso_server.cli import CommandError
+    from clipasso_server.start_svg import StartSvgError, strokes_from_svg
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read --start-svg {path}: {exc.strerror or exc}") from None
+    try:
+        return strokes_from_svg(data, width, height, limit=protocol.MAX_STROKES)
+    except StartSvgError as exc:
+        raise CommandError(f"--start-svg {path}: {exc.message}") from None
 
 
 def _check_weights(settings: protocol.SketchSettings, weights_dir: str | None) -> None:
@@ -496,6 +535,8 @@ def run(args: argparse.Namespace) -> int:
     from clipasso_server.cli import CommandError
 
     settings = _settings(args)
+    if args.keep_start_strokes and not args.start_svg:
+        raise CommandError("--keep-start-strokes keeps the strokes of --start-svg FILE: give one")
     plateau = args.plateau
     if plateau is not None and (not isinstance(plateau, int) or plateau < 1):
         raise CommandError(f"--plateau must be a whole number of at least 1, got {plateau!r}")
@@ -506,6 +547,15 @@ def run(args: argparse.Namespace) -> int:
     from clipasso_server.engine.image_decode import load_image_file
 
     image = load_image_file(source)
+    if args.start_svg:
+        from clipasso_server.engine.image_decode import original_size
+
+        size = original_size(image)
+        settings = _settings(args, read_start_svg(args.start_svg, *size))
+        try:
+            protocol.check_start_strokes_inside(settings, *size)
+        except protocol.ProtocolError as exc:
+            raise CommandError(f"--start-svg {args.start_svg}: {exc.message}") from None
     _check_weights(settings, args.clip_weights)
 
     # torch and the engine load only now, so that every error above answers at once.
