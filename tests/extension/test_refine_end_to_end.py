@@ -105,7 +105,10 @@ def test_refine_from_an_edited_level_keeps_the_users_strokes(daemon, tmp_path):
 
     # 3. refine from that level: keep mine, add 2
     write_preferences(profile, settings(daemon, start="keep", add_strokes="2"))
-    root = run_in_inkscape(profile, edited, tmp_path / "refined.svg", ["img1", LEVEL])
+    # the level and its strokes (what Edit > Select All in it selects): the same strokes
+    # whether Inkscape keeps the layer itself in the selection or only its paths
+    strokes = [path["id"] for path in mine]
+    root = run_in_inkscape(profile, edited, tmp_path / "refined.svg", ["img1", LEVEL, *strokes])
     level, layer = by_id(root, LEVEL), by_id(root, REFINED)
     assert [dict(path.attrib) for path in level.findall(SVG + "path")] == mine  # untouched
     assert level.getnext() is layer  # just above it, in the same parent
