@@ -300,3 +300,27 @@ def test_a_selected_sketch_layer_gives_its_visible_level(edited, fake_daemon):
     root = refine(edited, fake_daemon, "--id=img1", "--id=clipasso-img1", "--start=refine")
     assert flat(strokes_sent(fake_daemon)) == pytest.approx(flat(user_strokes(before)), abs=1e-9)
     assert by_id(root, "clipasso-img1").getnext() is by_id(root, REFINED)
+
+
+def test_the_same_refinement_again_updates_its_running_layer(edited, fake_daemon, tmp_path):
+    """Sketch run again on the same selection while the refinement runs: the job is waited
+    for and its layer updated, not a second layer added."""
+    fake_daemon.polls_before_done = -1
+    args = ("--id=img1", f"--id={LEVEL}", "--start=keep", "--add_strokes=2", "--when=now")
+    first = run_extension(edited, f"--url={fake_daemon.url}", *args)
+    assert first.status == 0 and first.stderr == "", first.stderr
+    running = tmp_path / "running.svg"
+    running.write_bytes(first.output)
+    fake_daemon.finish_all()
+    root = refine(running, fake_daemon, *args)
+    assert posts(fake_daemon) == 2  # the sketch and the one refinement
+    assert (
+        len(
+            root.xpath(
+                f"//*[starts-with(@id, '{REFINED}')][@inkscape:groupmode]",
+                namespaces={"inkscape": "http://www.inkscape.org/namespaces/inkscape"},
+            )
+        )
+        == 1
+    )
+    assert by_id(root, REFINED).get(LABEL) == "5 strokes (3 kept + 2)"
