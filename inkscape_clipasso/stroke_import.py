@@ -127,7 +127,10 @@ def _zero_length(points: Sequence[tuple[float, float]]) -> bool:
 
 
 def document_to_pixels(placement: ImagePlacement) -> inkex.Transform:
-    """Root user units -> the photo's pixels: the inverse of ``placement``'s map."""
+    """Root user units -> the photo's pixels: the inverse of ``placement``'s map. ValueError
+    (a message for the user) when the photo is drawn flat, so no point maps back."""
+    if placement.linear_scale <= 0:
+        raise ValueError("the photo has no area in the document (zero width, height or scale)")
     return -placement.transform
 
 

@@ -332,3 +332,9 @@ def test_round_trip_pixels_to_document_and_back(extra):
         layer.append(path)
     back = all_strokes(import_strokes(placement, stroke_elements([layer])))
     assert_close(back, pixels, 1e-6)
+
+
+def test_a_flat_photo_is_a_clear_error():
+    root = load(photo("", transform="scale(1,0)") + '<path id="p" d="M 10,20 L 90,60"/>')
+    with pytest.raises(ValueError, match="the photo has no area"):
+        strokes_in_pixels(root, "p")
