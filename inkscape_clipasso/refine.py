@@ -9,9 +9,10 @@ where it is.
 The result is a new level layer beside the original one (same parent, just above it), named so
 the user sees what it is ("24 strokes (16 kept + 8)"), carrying the usual job record so that
 Update sketches finishes it. In that layer the kept strokes are the user's own path elements,
-copied verbatim (same ``d`` and ``style``; a ``transform`` is added only when the new layer's
-coordinates differ from where the path was), marked with ``clipasso:kept``; the new strokes are
-drawn as usual. A later update keeps the marked copies and draws only the other strokes.
+copied verbatim (same ``d`` and ``style``; the new layer takes the user's layer's transform, so
+a ``transform`` is added only to a path that lay in other coordinates, such as a transformed
+group), marked with ``clipasso:kept``; the new strokes are drawn as usual. A later update
+keeps the marked copies and draws only the other strokes.
 """
 
 from __future__ import annotations
