@@ -206,11 +206,12 @@ def build_sketch_layer(
     ``label`` is the parent layer's full label (see :func:`parent_label`); a sketch that is not
     finished says so in every layer's name ("running: step 40 of 2000", "unfinished: step 300
     of 2000 (time limit)"). ``description`` (how long it took or was estimated to take) becomes
-    the layer's ``<desc>``, which Inkscape shows in Object Properties. ``image_data`` (the
-    bitmap sent) is recorded as its hash, so a later run can tell a layer of the very same
-    photo. The job, the daemon's URL and the settings are recorded (layer_state) so Update
-    sketches can finish it. ``taken_ids`` gets the new ids added, so several images in one run
-    never collide.
+    the layer's ``<desc>``, which Inkscape shows in Object Properties, followed by what the
+    engine's schedule reduced to fit the time limit (the result's ``schedule_notes``).
+    ``image_data`` (the bitmap sent) is recorded as its hash, so a later run can tell a layer
+    of the very same photo. The job, the daemon's URL and the settings are recorded
+    (layer_state) so Update sketches can finish it. ``taken_ids`` gets the new ids added, so
+    several images in one run never collide.
     """
     base = unique_base(image.get("id") or "", taken_ids)
     parent = inkex.Layer(nsmap={"clipasso": CLIPASSO_NS})
@@ -219,6 +220,10 @@ def build_sketch_layer(
     settings = result["settings"]
     progress = progress_of(result, int(settings["iterations"]))
     parent.set("inkscape:label", with_progress(label, progress))
+    # what the daemon's schedule reduced and why ("1 seed instead of 3 ... to fit 10 min")
+    notes = [n for n in result.get("schedule_notes") or () if isinstance(n, str)]
+    if notes:
+        description = "\n".join(filter(None, (description, f"Reduced: {'; '.join(notes)}.")))
     if description:
         desc = inkex.Desc()
         desc.text = description

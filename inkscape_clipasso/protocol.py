@@ -485,7 +485,8 @@ def validate_status(data: Any) -> dict[str, Any]:
     Fields: id, state, queue_position, step, total, best_loss ({level: loss}), elapsed_s,
     eta_s (null when unknown), error (null or ``{"error", "message"}``). Optional:
     ``time_budget_s`` (null: none) and, for a done job, ``stop_reason`` (one of STOP_REASONS:
-    a job its budget stopped has ``step`` below ``total``).
+    a job its budget stopped has ``step`` below ``total``); ``schedule_notes``: what the
+    engine's schedule reduced so far and why, one sentence each (see validate_result).
     """
     where = "job status"
     validate_submit_response(data)
@@ -502,6 +503,7 @@ def validate_status(data: Any) -> dict[str, Any]:
         _expect(data, "time_budget_s", (int, float), where)
     if data.get("stop_reason") is not None and data["stop_reason"] not in STOP_REASONS:
         raise ProtocolError("bad_request", f"{where}: unknown stop_reason {data['stop_reason']!r}")
+    _check_schedule_notes(data, where)
     error = data.get("error")
     if error is not None:
         _expect(error, "error", str, where)
@@ -516,7 +518,11 @@ def validate_result(data: Any) -> dict[str, Any]:
     "paths": [{"points": [[x, y] x 4], "width", "color"}]}], "svg", "settings", "models",
     "version"}``; points and widths are in the image's own pixels. Optional: ``steps_run``,
     ``stop_reason`` (one of STOP_REASONS), and for ``?partial=1`` answers ``"partial": true``
-    with ``step`` (the step the best strokes so far were taken at).
+    with ``step`` (the step the best strokes so far were taken at). ``schedule_notes``: a list
+    of sentences saying what the engine's schedule reduced and why, present only when it
+    reduced something (a time budget that could not hold the work: "1 seed instead of 3 and
+    120 iterations instead of 2000 to fit 10 min (...)"; seed pruning), so a reduced
+    schedule is never silent.
     """
     where = "job result"
     _expect(data, "id", str, where)
@@ -553,7 +559,16 @@ def validate_result(data: Any) -> dict[str, Any]:
     parse_settings(_expect(data, "settings", dict, where))
     _expect(data, "models", dict, where)
     _expect(data, "version", str, where)
+    _check_schedule_notes(data, where)
     return dict(data)
+
+
+def _check_schedule_notes(data: Mapping[str, Any], where: str) -> None:
+    notes = data.get("schedule_notes")
+    if notes is not None and (
+        not isinstance(notes, list) or not all(isinstance(note, str) for note in notes)
+    ):
+        raise ProtocolError("bad_request", f"{where}: schedule_notes must be a list of strings")
 
 
 def validate_health(data: Any) -> dict[str, Any]:

@@ -185,3 +185,21 @@ def test_durations_read_as_the_dialog_says_them():
         "1 h",
         "3.1 h",
     ]
+
+
+def test_the_command_line_says_the_plan_even_when_quiet(test_weights_dir, tmp_path, capsys):
+    """`clipasso sketch --time-budget` on real time: 20000 iterations of 3 seeds never fit in
+    4 s whatever the machine, so the plan is said on stderr and kept in the SVG's metadata."""
+    from clipasso_server.cli import main
+    from clipasso_server.engine.svg_output import read_metadata
+
+    out = tmp_path / "planned.svg"
+    args = ["sketch", "sample", "-o", str(out), "--clip-weights", str(test_weights_dir)]
+    args += ["--quiet", "--loss-model", "test-tiny-rn", "--saliency-model", "test-tiny-vit"]
+    args += ["--device", "cpu", "--iterations", "20000", "--seeds", "3", "--levels", "2"]
+    assert main([*args, "--no-image", "--time-budget", "4"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "instead of" in line]
+    assert said and said[0].startswith("clipasso sketch: 1 seed instead of 3 and ")
+    record = read_metadata(out.read_text())
+    assert record["schedule_notes"] and said[0].endswith(record["schedule_notes"][0])
+    assert record["stop_reason"] == "budget"

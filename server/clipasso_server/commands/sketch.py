@@ -574,8 +574,18 @@ def run(args: argparse.Namespace) -> int:
     estimate = Estimate(line, device.type, config.time_budget_s)
     interrupts = Interrupts(line)
 
+    said_notes: list[str] = []
+
     def progress(report: Progress) -> None:
         interrupts.stepping = True
+        # what a schedule reduced (a time limit's plan, seed pruning) is said as it happens,
+        # --quiet or not: a reduced schedule is never silent
+        for note in report.schedule_notes[len(said_notes) :]:
+            said_notes.append(note)
+            if line.enabled:
+                line.say(f"clipasso sketch: {note}")
+            else:
+                print(f"clipasso sketch: {note}", file=sys.stderr, flush=True)
         line(report)
         estimate(report)
 

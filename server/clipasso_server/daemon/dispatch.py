@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from clipasso_server.daemon.job import INTERRUPTED_ERROR, SHUTDOWN, Job, finish
+from clipasso_server.daemon.job import INTERRUPTED_ERROR, SHUTDOWN, Job, finish, schedule_notes
 from clipasso_server.daemon.job_store import result_json
 from clipasso_server.daemon.job_table import JobTable
 from clipasso_server.daemon.persistence import Persistence
@@ -102,6 +102,7 @@ class Dispatcher:
                 }
                 if snapshot is not None:
                     job.snapshot = snapshot
+                job.schedule_notes = tuple(getattr(report, "schedule_notes", ()))
                 if report.step_time_s:  # the engine's own measurement (None before step 1)
                     job.step_time_s = float(report.step_time_s)
                 if job.step_time_s is not None:
@@ -123,6 +124,7 @@ class Dispatcher:
                     job.stop_reason = result["stop_reason"]
                 if isinstance(result.get("steps_run"), int):
                     job.step = result["steps_run"]
+                job.schedule_notes = schedule_notes(result.get("schedule_notes"))
             outcome = "done"
         except Cancelled as exc:
             carried = getattr(exc, "snapshot_body", None)

@@ -56,6 +56,8 @@ class Job:
     #: why a done job's optimisation stopped (one of protocol.STOP_REASONS): a job its time
     #: budget stopped at step 4 of 2000 must not look finished to the live page
     stop_reason: str | None = None
+    #: what the engine's schedule reduced and why (time-budget planning, seed pruning)
+    schedule_notes: tuple[str, ...] = ()
     # in memory only
     cache_key: str | None = None  # the result cache's key, computed at submission
     snapshot: dict[str, Any] | None = None  # the latest best-so-far result body
@@ -85,6 +87,7 @@ class Job:
             "step_time_s": self.step_time_s,
             "detached": self.detached,
             "stop_reason": self.stop_reason,
+            "schedule_notes": list(self.schedule_notes),
         }
 
     @classmethod
@@ -117,6 +120,7 @@ class Job:
                 if record.get("stop_reason") in protocol.STOP_REASONS
                 else None
             ),
+            schedule_notes=schedule_notes(record.get("schedule_notes")),
         )
 
     def elapsed_s(self, now: float) -> float:
@@ -153,3 +157,10 @@ def finish(
     job.reason = reason
     job.error = dict(error) if error else None
     job.image = None
+
+
+def schedule_notes(value: Any) -> tuple[str, ...]:
+    """The schedule notes of a record or result (anything else reads as none)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(note for note in value if isinstance(note, str))

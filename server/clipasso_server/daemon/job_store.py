@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clipasso_server.daemon.job import schedule_notes
 from inkscape_clipasso import protocol
 
 log = logging.getLogger("clipasso.daemon")
@@ -48,6 +49,7 @@ _OPTIONAL_FIELDS: dict[str, tuple[type | None, ...]] = {
     "error": (dict, None),
     "reason": (str, None),
     "step_time_s": (int, float, None),
+    "schedule_notes": (list,),
 }
 
 
@@ -365,6 +367,7 @@ class JobStore:
                 if result.get("stop_reason") in protocol.STOP_REASONS
                 else None
             ),
+            "schedule_notes": list(schedule_notes(result.get("schedule_notes"))),
         }
         for name in ("name", "image_sha256", "created_at", "started_at"):
             value = old.get(name)

@@ -40,4 +40,6 @@ def status_locked(
         # what the live page says of a job its time budget stopped early
         "time_budget_s": job.settings.get("time_budget_s"),
         "stop_reason": job.stop_reason,
+        # what the engine's schedule reduced and why ("1 seed instead of 3 ... to fit 10 min")
+        "schedule_notes": list(job.schedule_notes),
     }

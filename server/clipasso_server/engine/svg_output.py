@@ -71,8 +71,9 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
 
     ``image_href`` adds the source image as a locked bottom layer (a file path or a ``data:``
     URI), so the sketch opens over its photo. The metadata records the steps run and why the
-    optimisation stopped; a partial result says "unfinished (step k of N)" in its metadata
-    and in every layer's name, so it is never mistaken for a finished sketch.
+    optimisation stopped and what a schedule reduced (``schedule_notes``); a partial result
+    says "unfinished (step k of N)" in its metadata and in every layer's name, so it is never
+    mistaken for a finished sketch.
     """
     width, height = result.image_width, result.image_height
     root = ET.Element(
@@ -93,6 +94,8 @@ def result_to_svg(result: SketchResult, image_href: str | None = None) -> str:
         "device": result.device,
         "steps_run": result.steps_run,
         "stop_reason": result.stop_reason,
+        # what a schedule reduced and why (a time budget's plan, seed pruning): never silent
+        "schedule_notes": list(result.schedule_notes),
         "levels": [
             {"strokes": level.strokes, "seed": level.seed, "loss": level.loss}
             for level in result.levels

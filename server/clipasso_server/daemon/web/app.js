@@ -180,6 +180,11 @@ function updateCard(card, status) {
   bar.setAttribute("aria-valuetext", `step ${step} of ${total}`);
   el.querySelector(".state").textContent = stateText(status, step, total);
   el.querySelector(".numbers").textContent = numbersText(status, step, total);
+  // what the engine's schedule reduced and why ("1 seed instead of 3 … to fit 10 min")
+  const notes = Array.isArray(status.schedule_notes) ? status.schedule_notes : [];
+  const schedule = el.querySelector(".schedule");
+  schedule.textContent = notes.length ? `Reduced: ${notes.join("; ")}` : "";
+  schedule.hidden = notes.length === 0;
   const error = status.error && status.state !== "interrupted" ? status.error.message : "";
   el.querySelector(".error").textContent = error || "";
   const cancel = el.querySelector(".cancel");
@@ -463,6 +468,33 @@ function showChosen(file) {
   img.hidden = false;
 }
 
+// The photo's size as the daemon sees it (turned by its EXIF orientation, as browsers show it):
+// start strokes are in its pixels.
+async function photoSize(file) {
+  const url = URL.createObjectURL(file);
+  try {
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight];
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+// The start strokes of an SVG drawn over the photo, read by the daemon's converter (the same
+// as `clipasso sketch --start-svg`): [[[x, y] x 4], ...] in the photo's pixels.
+async function startStrokes(svgFile, photo) {
+  const [width, height] = await photoSize(photo);
+  const response = await api("/start-strokes", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ svg: await svgFile.text(), width, height }),
+  });
+
+  return (await response.json()).strokes;
+}
+
 async function submitJob(event) {
   event.preventDefault();
   const file = $("image").files[0];
@@ -472,15 +504,26 @@ async function submitJob(event) {
     $("image").focus();
     return;
   }
-  const form = new FormData();
-  form.append("image", file, file.name);
-  form.append("settings", JSON.stringify(formSettings()));
-  form.append("name", file.name.slice(0, 256));
-  // the page is not a client that waits on the job: closing it must not cancel the job
-  form.append("detached", "true");
+  const svgFile = $("start-svg").files[0];
+  if ($("keep-start").checked && !svgFile) {
+    status.textContent = "Choose the SVG of the strokes to keep first.";
+    $("start-svg").focus();
+    return;
+  }
   $("submit").disabled = true;
   status.textContent = "Sending…";
   try {
+    const settings = formSettings();
+    if (svgFile) {
+      settings.start_strokes = await startStrokes(svgFile, file);
+      settings.keep_start_strokes = $("keep-start").checked;
+    }
+    const form = new FormData();
+    form.append("image", file, file.name);
+    form.append("settings", JSON.stringify(settings));
+    form.append("name", file.name.slice(0, 256));
+    // the page is not a client that waits on the job: closing it must not cancel the job
+    form.append("detached", "true");
     const response = await api("/jobs", { method: "POST", body: form });
     if (!response.ok) throw new Error(await errorMessage(response));
     const body = await response.json();
