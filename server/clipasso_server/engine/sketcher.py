@@ -44,6 +44,7 @@ from clipasso_server.engine.optimise import (
     optimise,
 )
 from clipasso_server.engine.planning import BudgetPlanner
+from clipasso_server.engine.pruning import check_schedule, seed_pruning
 from clipasso_server.engine.start import photo_saliency, start_points
 from clipasso_server.engine.start_strokes import (
     check_start_strokes,
@@ -99,6 +100,7 @@ def _check(config: SketchConfig) -> None:
     if config.time_budget_s is not None and not config.time_budget_s > 0:
         raise SettingsError("time_budget_s must be a positive number of seconds (or None)")
     check_start_strokes(config)
+    check_schedule(config.schedule)
 
 
 def prepare_photo(
@@ -358,6 +360,8 @@ def sketch(
         )
     # schedule policies (seed pruning, time-budget planning), each from its own module
     policies = []
+    if (pruning := seed_pruning(config, seeds)) is not None:
+        policies.append(pruning)
     if planner is not None:
         policies.append(planner)
     policy = ScheduleNotes(combine_policies(*policies))
