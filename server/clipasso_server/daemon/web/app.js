@@ -491,7 +491,7 @@ async function startStrokes(svgFile, photo) {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ svg: await svgFile.text(), width, height }),
   });
-
+  if (!response.ok) throw new Error(`${svgFile.name}: ${await errorMessage(response)}`);
   return (await response.json()).strokes;
 }
 
