@@ -176,6 +176,37 @@ def test_the_reduced_batch_is_measured_and_the_iterations_re_planned():
     assert planner(report(3, 26.7)) is None  # once only; the budget's stop is the safety net
 
 
+def test_a_machine_that_gets_busier_is_planned_for_when_the_work_stops_fitting():
+    """Work that fits is asked about again after every step, on the mean step time (the first
+    step's warm-up left out): when steps slow down, the plan comes then, as a first plan."""
+    from clipasso_server.engine.optimise import BestIterate, StepReport
+
+    clock = FakeClock()
+    planner = BudgetPlanner(
+        levels=1,
+        seeds=3,
+        iterations=10,
+        augmentations=1,
+        budget_s=100.0,
+        deadline=100.0,
+        clock=clock,
+    )
+    best = BestIterate(torch.zeros(3, 1, 4, 2))
+    best.update([0.3, 0.1, 0.2], torch.zeros(3, 1, 4, 2))
+    decisions = []
+    for step, took in enumerate([5.0, 5.0, 5.0, 30.0], start=1):
+        clock.now += took
+        decisions.append(planner(StepReport(step, best, True, 5.0, 10)))
+    assert decisions[:3] == [None, None, None]  # 10 steps of 5 s fit in 100 s
+    # mean of steps 2-4: 13.3 s; 6 more of all three seeds (80 s) do not fit in the 55 s
+    # left, of one seed (5.1 s each) they do
+    assert decisions[3].retire == (0, 2) and decisions[3].iterations == 10
+    assert decisions[3].note == (
+        "1 seed instead of 3 to fit 1.7 min (a step of 3 sketches took 13.3 s; "
+        "all the work would take 2.2 min)"
+    )
+
+
 def test_durations_read_as_the_dialog_says_them():
     assert [format_duration(s) for s in (45, 120, 150, 600, 3600, 11000)] == [
         "45 s",

@@ -15,9 +15,11 @@ it has measured, what fits:
 GPU it can be many steps long), so the plan waits for the second step, the first clean
 measurement. Waiting costs one more step of the whole batch: when the first step alone took
 more than :data:`WAIT_SHARE` of the time left (a CPU, where a step is long and its warm-up a
-small part of it), the plan is made from the first step instead. Once the reduced batch has
-run a step, its cost is measured and the iteration count re-planned once from it (up or
-down; a further seed is dropped only if even that does not fit).
+small part of it), the plan is made from the first step instead. While the work fits, the
+question is asked again after every step from the mean step time so far, so a machine that
+gets busier is planned for too. Once the reduced batch has run a step, its cost is measured
+and the iteration count re-planned once from it (up or down; a further seed is dropped only
+if even that does not fit).
 
 **The step-cost model.** A step sends each of the batch's ``n`` sketches through the loss
 model forward and backward, plain and under each of ``V`` views (``n (1+V)`` images), and the
@@ -96,26 +98,45 @@ class BudgetPlanner:
         self.cut_iterations = False
         self.notes: list[str] = []
         self._last_call: float | None = None
-        self._planned = False  # the first plan was made
+        #: the step times since the batch last changed size, and that size
+        self._segment: list[float] = []
+        self._segment_batch = -1
+        self._planned = False  # the plan reduced something
         self._replanned = False
+
+    def _measure(self, report: StepReport, now: float, batch: int) -> float | None:
+        """The mean step time of the batch as it is now, the first step's warm-up left out
+        once a later step is timed (None: nothing timed yet)."""
+        if report.step == 1 or self._last_call is None:
+            interval = report.step_time_s
+        else:
+            interval = now - self._last_call
+        self._last_call = now
+        if interval is None:
+            return None
+        if batch != self._segment_batch:  # sketches left the batch before this step
+            self._segment, self._segment_batch = [], batch
+        self._segment.append(interval)
+        from_first_step = report.step == len(self._segment)
+        timed = self._segment[1:] if from_first_step and len(self._segment) > 1 else self._segment
+        return sum(timed) / len(timed)
 
     def __call__(self, report: StepReport) -> Decision | None:
         now = self.clock()
         active = [not f for f in report.best.frozen]
         batch = sum(active)
-        if report.step == 1 or self._last_call is None:
-            measured = report.step_time_s
-        else:
-            measured = now - self._last_call
-        self._last_call = now
+        measured = self._measure(report, now, batch)
         if measured is None or measured <= 0 or batch == 0 or self._replanned:
             return None
         left = self.deadline - now
         if not self._planned:
             if report.step == 1 and measured <= WAIT_SHARE * left:
                 return None  # wait for a measurement without the warm-up
-            self._planned = True
-            return self._plan(report, active, batch, measured, left, first=True)
+            # asked again after every step until the work no longer fits (a machine that
+            # gets busier), judged on the mean step time, not one step's
+            decision = self._plan(report, active, batch, measured, left, first=True)
+            self._planned = decision is not None
+            return decision
         self._replanned = True
         return self._plan(report, active, batch, measured, left, first=False)
 
@@ -147,9 +168,11 @@ class BudgetPlanner:
                 keep = k
                 break
         retire = tuple(
-            b
-            for seeds in per_level
-            for b in sorted(seeds, key=lambda b: (report.best.loss[b], b))[keep:]
+            sorted(
+                b
+                for seeds in per_level
+                for b in sorted(seeds, key=lambda b: (report.best.loss[b], b))[keep:]
+            )
         )
         n = batch - len(retire)
         step_s = scaled_step_time(measured, batch, n, self.views)
