@@ -89,8 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_number_or_text,
         default=defaults.time_budget_s,
         metavar="SECONDS",
-        help="stop after this many seconds (model loading included) and write the best "
-        "strokes so far, marked unfinished (default: no limit)",
+        help="finish within this many seconds (model loading included): when the work cannot "
+        "fit, each level keeps its best seed, then fewer iterations run, and it says so; "
+        "the best strokes are written, marked unfinished when iterations were cut "
+        "(default: no limit)",
     )
     parser.add_argument(
         "--width",
