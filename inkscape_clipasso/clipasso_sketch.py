@@ -97,6 +97,9 @@ class ClipassoSketch(inkex.EffectExtension):
         pars.add_argument("--levels", default="4,8,16,32", help="stroke counts, one layer each")
         pars.add_argument("--iterations", type=int, default=2000)
         pars.add_argument("--seeds", type=int, default=3, help="tries per level, best kept")
+        pars.add_argument(
+            "--schedule", default="full", choices=protocol.SCHEDULES, help="full, or fast (Quick)"
+        )
         pars.add_argument("--seed", type=int, default=0, help="random seed")
         pars.add_argument("--width_mode", default="reference", choices=("reference", "document"))
         pars.add_argument("--width", type=float, default=0.5, help="in document units")
@@ -298,6 +301,7 @@ class ClipassoSketch(inkex.EffectExtension):
                 "levels": protocol.parse_levels(options.levels),
                 "iterations": options.iterations,
                 "seeds": options.seeds,
+                "schedule": options.schedule,
                 "seed": options.seed,
                 "color": colour_hex(options.color),
                 "remove_background": bool(options.remove_background),

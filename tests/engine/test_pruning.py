@@ -224,3 +224,43 @@ def test_an_unknown_schedule_is_refused_before_any_model_loads(model_store):
     with pytest.raises(SettingsError, match="schedule must be one of full, fast"):
         sketch(_photo(), SketchConfig(schedule="turbo"), store)
     assert store.counting is None
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_cli_runs_fast_with_fast_and_the_svg_records_it(test_weights_dir, tmp_path, fast):
+    from clipasso_server.cli import main
+    from clipasso_server.engine.svg_output import read_metadata
+
+    out = tmp_path / "s.svg"
+    args = [
+        "sketch",
+        "sample",
+        "-o",
+        str(out),
+        "--clip-weights",
+        str(test_weights_dir),
+        "--quiet",
+        "--no-image",
+        "--device",
+        "cpu",
+        "--loss-model",
+        "test-tiny-rn",
+        "--saliency-model",
+        "test-tiny-vit",
+        "--iterations",
+        "20",
+        "--seeds",
+        "2",
+        "--levels",
+        "2",
+    ]
+    assert main(args + (["--fast"] if fast else [])) == 0
+    record = read_metadata(out.read_text())
+    assert record["settings"]["schedule"] == ("fast" if fast else "full")
+    if fast:  # two seeds: one round, on the evaluation after 10 of the 20 steps
+        (note,) = record["schedule_notes"]
+        assert note.startswith("fast schedule: seed ") and " of level 2 (seed " in note
+        assert note.endswith("pruned at step 11 of 20, ranked by best evaluation loss")
+    else:
+        assert record["schedule_notes"] == []
+    assert record["steps_run"] == 20 and record["stop_reason"] == "iterations"

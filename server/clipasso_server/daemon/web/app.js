@@ -445,6 +445,7 @@ function formSettings() {
     levels: $("levels").value.trim(),
     iterations: numberField("iterations", (t) => parseInt(t, 10)),
     seeds: numberField("seeds", (t) => parseInt(t, 10)),
+    schedule: $("schedule").value,
     width: numberField("width", parseFloat),
     color: $("color").value,
     remove_background: $("remove-background").checked,
