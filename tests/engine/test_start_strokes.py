@@ -74,7 +74,12 @@ def _points(level) -> list:
 def test_kept_strokes_come_back_byte_identical_and_the_others_move(image, model_store):
     config = _config(keep_start_strokes=True)
     start = sketch(image, _config(keep_start_strokes=True, iterations=0), model_store)
-    result = sketch(image, config, model_store)
+    reports = []
+    result = sketch(image, config, model_store, progress=reports.append, snapshot_every_s=0.0)
+    snapshots = [r.snapshot for r in reports if r.snapshot is not None]
+    assert snapshots
+    for level in (lv for snapshot in snapshots for lv in snapshot.levels):
+        assert _points(level)[: len(GIVEN)] == [tuple(stroke) for stroke in GIVEN]
     for level, level_start in zip(result.levels, start.levels, strict=True):
         kept = _points(level)[: len(GIVEN)]
         assert kept == [tuple(stroke) for stroke in GIVEN]
