@@ -237,6 +237,7 @@ def test_form_is_labelled_and_keyboard_ordered(start_daemon, page):
         "iterations",
         "time-budget",
         "seeds",
+        "schedule",
         "width",
         "color",
         "remove-background",
