@@ -153,7 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="start every level from the paths of this SVG, drawn over the photo (in its "
         "<image>'s pixels; without one its viewBox is the photo), one stroke per cubic "
-        "segment; the rest of each level starts as usual",
+        "segment; the rest of each level starts as usual (default: none, every stroke "
+        "starts from the photo's saliency)",
     )
     parser.add_argument(
         "--keep-start-strokes",
