@@ -207,3 +207,19 @@ def test_svgs_without_usable_strokes_are_one_clear_line(svg, words):
     with pytest.raises(StartSvgError, match=words) as caught:
         strokes_from_svg(svg, 200, 100, limit=8)
     assert "\n" not in caught.value.message
+
+
+def test_the_converter_imports_no_torch():
+    """The daemon's HTTP process runs it, and that process never loads torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from clipasso_server.start_svg import strokes_from_svg\n"
+        'strokes_from_svg(\'<svg xmlns="http://www.w3.org/2000/svg"><path d="M0,0 L1,1"/>'
+        "</svg>', 10, 10, limit=5)\n"
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
