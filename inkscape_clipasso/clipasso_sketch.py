@@ -74,6 +74,8 @@ GRACE_S, GRACE_FRACTION = 30.0, 0.1
 WHEN_CHOICES = ("auto", "wait", "now")
 AUTO_NOW_BEYOND_S = 60.0
 UPDATE_HINT = "Extensions > CLIPasso > Update sketches brings in the newer strokes."
+#: a refined level's description when the sketch level it came from was hidden under it
+SOURCE_HIDDEN = "The level it was refined from is hidden below it (Layers: its eye shows it)."
 SELECT_HINT = (
     "Select one or more bitmap images (an imported photo: File > Import, then click it) "
     "and run Extensions > CLIPasso > Sketch again."
@@ -243,6 +245,9 @@ class ClipassoSketch(inkex.EffectExtension):
             note = f"{note} Inserted while the job was running. {UPDATE_HINT}"
         url = self.options.url.strip().rstrip("/")
         layer_options = LayerOptions(self._output_width(), "all", bool(self.options.clip), url)
+        hide = job.anchor is not None and job.anchor.get(ns("strokes")) is not None
+        if hide:
+            note = f"{note} {SOURCE_HIDDEN}"
         layer, defs = build_refined_layer(job, placement, result, layer_options, taken, note)
         for definition in defs:
             self.svg.defs.append(definition)
@@ -250,6 +255,9 @@ class ClipassoSketch(inkex.EffectExtension):
             job.anchor.addnext(layer)
         else:
             self.svg.append(layer)
+        if hide:
+            # one level shows at a time, as Sketch inserts them: the refined one over its source
+            job.anchor.style["display"] = "none"
 
     def _time_limit(self) -> float | None:
         """The user's time limit in seconds, None for no limit."""

@@ -100,7 +100,10 @@ def test_keep_mine_copies_the_users_paths_verbatim(edited, fake_daemon):
     assert flat(strokes_sent(fake_daemon)) == pytest.approx(flat(user_strokes(before)), abs=1e-9)
 
     level, layer = by_id(root, LEVEL), by_id(root, REFINED)
-    assert etree.tostring(level) == original  # the user's level is untouched
+    # the user's level is untouched but hidden: one level shows at a time
+    assert level.attrib.pop("style") == "display:none"
+    assert etree.tostring(level) == original
+    assert "is hidden below it" in layer.findtext(SVG + "desc")
     assert level.getnext() is layer  # beside it, just above, same parent
     assert layer.get(LABEL) == "11 strokes (3 kept + 8)"
     assert layer.get("{http://www.inkscape.org/namespaces/inkscape}groupmode") == "layer"
@@ -168,6 +171,7 @@ def test_paths_in_other_coordinates_get_a_transform_and_stay_put(tmp_path, fake_
     root = refine(document, fake_daemon, "--id=img1", "--id=mine", "--start=keep")
     layer = by_id(root, REFINED)
     assert by_id(root, "mine").getnext() is layer
+    assert "display" not in (by_id(root, "mine").get("style") or "")  # not a sketch level: shown
     assert layer.get("transform") == "translate(3,-2)"  # the user's layer's coordinates
     straight, turned = layer.findall(SVG + "path")[:2]
     assert straight.get("d") == "m 30,40 h 10" and straight.get("transform") is None
