@@ -18,7 +18,7 @@ widened, and the screen is taken with xwd:
 4. refined: three strokes of the 16-stroke level deleted and one moved (Inkscape's own delete
    and transform-translate actions), then Sketch with the photo and that level selected,
    "Start from: keep mine and add 8 strokes" and the stroke colour red (so the new strokes
-   show); the edited level is hidden with its eye in the dialog to see the new one alone.
+   show); Sketch hides the edited level under the new one.
 
 The worker is paused (SIGSTOP) while Sketch submits, and again once the job has passed a
 chosen step, so the running state is caught whatever the machine's speed. The tiny models are
@@ -475,8 +475,7 @@ def make(out: Path, work: Path) -> None:
             refined = work / "refined.svg"
             apply(profile, SKETCH_ACTION, edited, refined, [PHOTO_ID, level])
             print("refined:", layer_labels(refined))
-            # the edited level hidden (its eye in the dialog) to see the refined one alone
-            screen.shot(refined, out / "4-refined.png", hide=[level])
+            screen.shot(refined, out / "4-refined.png")
     finally:
         screen.close()
 
