@@ -30,7 +30,7 @@ def test_the_plan_is_said_in_the_status_while_running_and_in_the_result(shared_d
     assert said["state"] == protocol.RUNNING, said  # said while it runs, not only at the end
     (note,) = said["schedule_notes"]
     assert re.fullmatch(
-        r"1 seed instead of 3 and \d+ iterations instead of 20000 to fit 8 s "
+        r"1 seed instead of 3 and about \d+ iterations instead of 20000 to fit 8 s "
         r"\(a step of 6 sketches took [0-9.e-]+ s; all the work would take .+\)",
         note,
     ), note
@@ -40,14 +40,15 @@ def test_the_plan_is_said_in_the_status_while_running_and_in_the_result(shared_d
     assert final["state"] == protocol.DONE and final["stop_reason"] == "budget"
     notes = result["schedule_notes"]
     assert final["schedule_notes"] == notes and notes[0] == note
-    # once the reduced batch's step is measured the iterations may be planned again, once
-    assert len(notes) == 1 or re.fullmatch(
-        r"re-planned from the reduced step \(a step of 2 sketches took [0-9.e-]+ s\): "
-        r"\d+ iterations instead of \d+ to fit 8 s",
-        notes[1],
-    ), notes
-    planned = int(re.search(r"(\d+) iterations instead", notes[-1]).group(1))
-    assert result["steps_run"] <= planned < 20000
+    # as the reduced batch's steps are measured the iterations follow them, said when they
+    # move by more than a fifth
+    for later in notes[1:]:
+        assert re.fullmatch(
+            r"re-planned from the measured step \(a step of 2 sketches took [0-9.e-]+ s\): "
+            r"about \d+ iterations instead of \d+ to fit 8 s",
+            later,
+        ), notes
+    assert result["steps_run"] < 20000
     assert result["stop_reason"] == "budget"
     svg = ElementTree.fromstring(result["svg"].encode())
     metadata = svg.find(f".//{{{CLIPASSO_NS}}}result")

@@ -15,11 +15,13 @@ it has measured, what fits:
 GPU it can be many steps long), so the plan waits for the second step, the first clean
 measurement. Waiting costs one more step of the whole batch: when the first step alone took
 more than :data:`WAIT_SHARE` of the time left (a CPU, where a step is long and its warm-up a
-small part of it), the plan is made from the first step instead. While the work fits, the
-question is asked again after every step from the mean step time so far, so a machine that
-gets busier is planned for too. Once the reduced batch has run a step, its cost is measured
-and the iteration count re-planned once from it (up or down; a further seed is dropped only
-if even that does not fit).
+small part of it), the plan is made from the first step instead. The question is asked
+again after every step, from the mean step time of the batch as it is (the first step at a
+new batch size left out: it builds kernels for the new shapes): while the work fits, nothing
+changes, so a machine that gets busier is planned for when it happens; once reduced, the
+iteration count follows the measured step time up or down (a further seed goes only if even
+that cannot fit), said again when it moves by more than :data:`SAY_CHANGE`, and the note
+says "about" that many iterations.
 
 **The step-cost model.** A step sends each of the batch's ``n`` sketches through the loss
 model forward and backward, plain and under each of ``V`` views (``n (1+V)`` images), and the
@@ -28,12 +30,12 @@ profile of a full-size RN101 step: 36 GFLOP per sketch image, 18 per photo view)
 renderer and Adam scale with ``n`` too, so one step costs about ``2 n (1+V) + V`` forward
 units, and a batch of ``n'`` sketches takes ``t(n') = t(n) (2 n' (1+V) + V) / (2 n (1+V) + V)``
 of the measured ``t(n)``. The model leaves out fixed per-step overhead, so it is a little
-optimistic for small batches; the re-plan measures instead. Seeds that a pruning policy
-would drop later are not foreseen (the plan errs on the side of fewer steps).
+optimistic for small batches; the steps that follow are measured instead. Seeds that a
+pruning policy would drop later are not foreseen (the plan errs on the side of fewer steps).
 
 With no time budget, or when the requested work fits, the planner changes nothing and says
 nothing. When it does change something, its note says what and why in the user's words:
-"1 seed instead of 3 and 120 iterations instead of 2000 to fit 10 min (...)".
+"1 seed instead of 3 and about 120 iterations instead of 2000 to fit 10 min (...)".
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from clipasso_server.engine.optimise import FINAL_RESERVE, Clock, Decision, Step
 #: plan from the first step (warm-up and all) when it took more than this share of the time
 #: left, rather than spend another step of the whole batch waiting for a clean measurement
 WAIT_SHARE = 0.1
+#: once reduced, the iteration count follows the measured step time; a change of more than
+#: this share of the count last said is said again
+SAY_CHANGE = 0.2
 
 
 def step_units(sketches: int, augmentations: int) -> float:
@@ -101,44 +106,38 @@ class BudgetPlanner:
         #: the step times since the batch last changed size, and that size
         self._segment: list[float] = []
         self._segment_batch = -1
-        self._planned = False  # the plan reduced something
-        self._replanned = False
+        self._said: int | None = None  # the iteration count the last note said
 
-    def _measure(self, report: StepReport, now: float, batch: int) -> float | None:
-        """The mean step time of the batch as it is now, the first step's warm-up left out
-        once a later step is timed (None: nothing timed yet)."""
+    def _measure(self, report: StepReport, now: float, batch: int) -> tuple[float | None, bool]:
+        """(the mean step time of the batch as it is now, whether that excludes a warm-up).
+
+        The first step at a batch size carries one-time costs (the job's allocator and kernel
+        warm-up, kernels for the new shapes once sketches left), so it is left out once a
+        later step at that size is timed."""
         if report.step == 1 or self._last_call is None:
             interval = report.step_time_s
         else:
             interval = now - self._last_call
         self._last_call = now
         if interval is None:
-            return None
+            return None, False
         if batch != self._segment_batch:  # sketches left the batch before this step
             self._segment, self._segment_batch = [], batch
         self._segment.append(interval)
-        from_first_step = report.step == len(self._segment)
-        timed = self._segment[1:] if from_first_step and len(self._segment) > 1 else self._segment
-        return sum(timed) / len(timed)
+        timed = self._segment[1:] if len(self._segment) > 1 else self._segment
+        return sum(timed) / len(timed), len(self._segment) > 1
 
     def __call__(self, report: StepReport) -> Decision | None:
         now = self.clock()
         active = [not f for f in report.best.frozen]
         batch = sum(active)
-        measured = self._measure(report, now, batch)
-        if measured is None or measured <= 0 or batch == 0 or self._replanned:
+        measured, clean = self._measure(report, now, batch)
+        if measured is None or measured <= 0 or batch == 0:
             return None
         left = self.deadline - now
-        if not self._planned:
-            if report.step == 1 and measured <= WAIT_SHARE * left:
-                return None  # wait for a measurement without the warm-up
-            # asked again after every step until the work no longer fits (a machine that
-            # gets busier), judged on the mean step time, not one step's
-            decision = self._plan(report, active, batch, measured, left, first=True)
-            self._planned = decision is not None
-            return decision
-        self._replanned = True
-        return self._plan(report, active, batch, measured, left, first=False)
+        if not clean and measured <= WAIT_SHARE * left:
+            return None  # one more step for a measurement without the warm-up costs little
+        return self._plan(report, active, batch, measured, left)
 
     def _plan(
         self,
@@ -147,11 +146,11 @@ class BudgetPlanner:
         batch: int,
         measured: float,
         left: float,
-        *,
-        first: bool,
     ) -> Decision | None:
         """Keep the most seeds a level with which every requested iteration fits; else one a
-        level and the iterations that fit."""
+        level and the iterations that fit. Asked after every step: nothing changes while the
+        work fits; once reduced, the iteration count follows the measured step time, said
+        again only when a seed goes too or the count moves by more than :data:`SAY_CHANGE`."""
         remaining = self.iterations - report.step
         reserve = FINAL_RESERVE * scaled_step_time(
             measured, batch, self.levels * self.seeds, self.views
@@ -180,10 +179,14 @@ class BudgetPlanner:
         iterations = report.step + min(remaining, fits)
         if not retire and iterations == self.planned_iterations:
             return None
-        before = self.planned_iterations
         self.planned_iterations = iterations
         self.cut_iterations = iterations < self.iterations
-        note = self._note(retire, keep, iterations, before, measured, batch, first)
+        first = self._said is None
+        said = self._said
+        if not first and not retire and abs(iterations - said) <= SAY_CHANGE * said:
+            return Decision(iterations=iterations)  # a small correction: the count follows
+        self._said = iterations
+        note = self._note(retire, keep, iterations, said, measured, batch, first)
         self.notes.append(note)
         return Decision(retire=retire, iterations=iterations, note=note)
 
@@ -200,15 +203,15 @@ class BudgetPlanner:
         budget = format_duration(self.budget_s)
         measured_text = f"a step of {_count(batch, 'sketch', 'sketches')} took {measured:.3g} s"
         if not first:
-            what = f"{iterations} iterations instead of {before}"
+            what = f"about {iterations} iterations instead of {before}"
             if retire:
                 what = f"{_count(keep, 'seed')} a level and " + what
-            return f"re-planned from the reduced step ({measured_text}): {what} to fit {budget}"
+            return f"re-planned from the measured step ({measured_text}): {what} to fit {budget}"
         parts = []
         if retire:
             parts.append(f"{_count(keep, 'seed')} instead of {self.seeds}")
         if iterations < self.iterations:
-            parts.append(f"{iterations} iterations instead of {self.iterations}")
+            parts.append(f"about {iterations} iterations instead of {self.iterations}")
         whole = self.iterations * scaled_step_time(
             measured, batch, self.levels * self.seeds, self.views
         )
