@@ -97,7 +97,8 @@ def simulate(budget_s: float, load_s: float, full_step_s: float, plan: bool) -> 
             if decision is not None:
                 best.retire(decision.retire)
                 iterations = max(steps, decision.iterations or iterations)
-                notes.append(decision.note)
+                if decision.note:
+                    notes.append(decision.note)
     clock.now += FINAL_RESERVE * full_step_s
     kept = sum(not r for r in best.retired) // DEFAULT_LEVELS
     return {
