@@ -127,7 +127,7 @@ def profile_steps(
     optimizer = torch.optim.Adam([points], lr=1.0)
     generator = torch.Generator().manual_seed(0)
     model.legacy_pool = path == "legacy"
-    chunk = 0 if path == "legacy" else loop.chunk_for(torch.device("cpu"))
+    chunk = 0 if path == "legacy" else None
     one_step(target, drawing, points, optimizer, generator, chunk)  # warm-up
     began = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -44,7 +44,6 @@ from clipasso_server.engine.optimise import (
     LoopSettings,
     StepReport,
     Target,
-    chunk_for,
     optimise,
     step_backward,
     step_loss,
@@ -182,7 +181,7 @@ def paired_steps(
         grid = target.view_grid(settings.augmentations, generator)
         optimizer.zero_grad(set_to_none=True)
         if settings.chunk_images != 0:
-            step_backward(drawing(p), target, grid, settings.chunk_images or chunk_for(device))
+            step_backward(drawing(p), target, grid, settings.chunk_images or None)
         else:
             loss, _ = step_loss(drawing(p), target, grid)
             loss.sum().backward()
@@ -214,7 +213,7 @@ def paired_steps(
         "seeds": seeds,
         "sketches": len(levels) * seeds,
         "pairs": pairs,
-        "chunk_images": chunk or chunk_for(device),
+        "chunk_images": chunk or None,
         "legacy_s": [round(t, 3) for t in legacy_s],
         "new_s": [round(t, 3) for t in new_s],
         "ratios": [round(r, 3) for r in ratios],

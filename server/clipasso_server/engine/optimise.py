@@ -152,18 +152,6 @@ def step_loss(sketches: Tensor, target: Target, grid: Tensor | None) -> tuple[Te
     return (plain_loss + view_loss.sum(dim=0)) / (1 + augmentations), plain_loss
 
 
-def chunk_for(device: torch.device) -> int | None:
-    """The default chunk of ``step_backward``: None (every image at once) on every device.
-
-    Chunks trade speed for memory: on the 2-core AMD EPYC test machine, 30 images in chunks of
-    6 took 12 % more CPU time than in one batch (one thread, so no thread contention; the
-    convolutions run near the core's peak either way and each chunk re-reads the weights), while
-    the peak memory falls with the chunk. So chunks are an option (``chunk_images``), not the
-    default.
-    """
-    return None
-
-
 def step_backward(
     sketches: Tensor, target: Target, grid: Tensor | None, chunk: int | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -337,9 +325,10 @@ class LoopSettings:
     learning_rate: float = 1.0
     #: freeze a sketch once this many evaluations in a row bring no improvement (None: never)
     plateau_patience: int | None = None
-    #: images per loss-model chunk of a step (``step_backward``); None: ``chunk_for`` the
-    #: device; 0: the pre-#22 step, one batch through ``step_loss`` and frozen sketches kept
-    #: in it (for paired benches and the equivalence tests)
+    #: images per loss-model chunk of a step (``step_backward``); None: every image at once
+    #: (chunks save memory but cost time: on the 2-core AMD EPYC machine, 30 images in
+    #: chunks of 6 took 12 % more CPU time than one batch); 0: the pre-#22 step, one batch
+    #: through ``step_loss`` and frozen sketches kept in it (paired benches, equivalence tests)
     chunk_images: int | None = None
 
 
@@ -446,7 +435,7 @@ def optimise(
     budget.begin()
     if settings.chunk_images is not None and settings.chunk_images < 0:
         raise ValueError(f"chunk_images must be 0 or more, got {settings.chunk_images}")
-    chunk = settings.chunk_images or chunk_for(device)
+    chunk = settings.chunk_images or None
     frozen: Tensor | None = None
     moving: Tensor | None = None  # the unfrozen sketches' indices once some froze
     steps_run, reason = 0, "iterations"
