@@ -160,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default="bench/results/pruning-weights")
     parser.add_argument("--out", default="bench/results/pruning.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny models")
+    parser.add_argument(
+        "--long",
+        type=int,
+        default=0,
+        metavar="ITERATIONS",
+        help="instead (2c): one seed of the first photo for this many iterations, and when "
+        "its best loss came within 1 %% and 0.5 %% of its final one",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.photos = 20, args.photos.split(",")[0]
@@ -180,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(levels)} level(s) {args.levels} strokes x {args.seeds} seeds, "
         f"{args.iterations} iterations, eval every {args.eval_every}, {args.threads} threads"
     )
+    if args.long:
+        print(f"pruning bench --long: {loss_name} + {saliency_name}, {args.long} iterations")
+        return long_run(args, store, base, loss_name, saliency_name)
     print(f"pruning bench: {loss_name} + {saliency_name}, {scale}", flush=True)
     # one-time costs (allocator, renderer, first convolutions) before anything is timed
     sketch(_photo("camera"), SketchConfig(**{**base, "iterations": 2, "seeds": 1}), store)
@@ -285,6 +296,53 @@ def main(argv: list[str] | None = None) -> int:
             "worst_loss_ratio_fast_over_full": worst,
             "fast_within_1_percent": verdict,
             "rows": rows,
+        },
+    )
+    return 0
+
+
+def long_run(args, store: ModelStore, base: dict, loss_name: str, saliency_name: str) -> int:
+    """2(c): how the loss of one seed approaches its final value over a longer run (a sketch's
+    trajectory does not depend on the others in the batch, so one seed stands for any)."""
+    name = args.photos.split(",")[0]
+    config = SketchConfig(**{**base, "iterations": args.long, "seeds": 1})
+    run = run_one(_photo(name), config, store)
+    rows = {}
+    for level in run["final"]:
+        start = run["trajectory"][0][1][level][0]
+        final = run["final"][level][0]
+        rows[level] = {
+            "near_final": near_final(run, level, 0),
+            "start_loss": start,
+            "final_loss": final,
+            # the share of the whole run's improvement reached by each evaluated step
+            "improvement_share": [
+                [step, round((start - losses[level][0]) / (start - final), 4)]
+                for step, losses in run["trajectory"]
+            ],
+        }
+        near = rows[level]["near_final"]
+        print(
+            f"{name}, level {level}, 1 seed, {args.long} iterations: loss {start:.6f} -> "
+            f"{final:.6f}; within 1 % of the final loss from step {near['1.0%']}, within "
+            f"0.5 % from step {near['0.5%']}",
+            flush=True,
+        )
+        for step, share in rows[level]["improvement_share"]:
+            if step % 50 == 0:
+                print(f"  step {step}: {share:.1%} of the improvement", flush=True)
+    write_report(
+        args.out,
+        {
+            "benchmark": "pruning_long",
+            "photo": name,
+            "iterations": args.long,
+            "eval_every": args.eval_every,
+            "models": [loss_name, saliency_name],
+            "weights": "random" if not args.quick else "tiny test models",
+            "cpu_s": round(run["cpu_s"], 1),
+            "levels": rows,
+            "run": run,
         },
     )
     return 0

@@ -44,9 +44,11 @@ _EXIF_ORIENTATION = 0x0112
 #: ``--fast``: what the fast schedule does and what it was measured to cost and save
 #: (bench/pruning.py; README, "The fast schedule")
 FAST_HELP = (
-    "the fast schedule (seed pruning): every seed of a level runs the first 25%% of the "
-    "iterations, then only the better half runs on, and one seed from half-way: with 3 "
-    "seeds the work falls to 58%% (default: every seed runs every iteration, as the reference)"
+    "the fast schedule (seed pruning): each level's seeds are ranked by their best loss after "
+    "25%% of the iterations and the worse ones stop; from half-way only the best runs on. "
+    "Measured (bench/pruning.py: 1 level x 3 seeds, 40 iterations, random weights): 1.38x "
+    "less CPU time; the sketch kept was as good on 2 of 3 photos and 2.1%% worse on one "
+    "(default: every seed runs every iteration, as the reference)"
 )
 
 
