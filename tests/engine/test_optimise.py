@@ -141,6 +141,25 @@ def test_budget_measures_the_step_time_and_allows_what_fits():
     assert StepBudget(None, clock).allows_another()
 
 
+def test_budget_times_a_smaller_batch_afresh():
+    """Sketches retired mid-run: the steps that follow are timed on their own, so the budget
+    neither stops early on the old batch's cost nor plans more steps than the new cost allows."""
+    clock = FakeClock()
+    budget = StepBudget(deadline=100.0, clock=clock)
+    budget.begin()
+    for _ in range(3):  # a first step, then two of 10 s with the whole batch
+        clock.now += 10.0
+        budget.step_done()
+    budget.rebase()
+    assert budget.step_time_s == pytest.approx(10.0)  # held until a step of the new batch ended
+    for _ in range(2):
+        clock.now += 2.0
+        budget.step_done()
+    assert budget.step_time_s == pytest.approx(2.0)
+    room = 100.0 - clock.now - FINAL_RESERVE * 2.0
+    assert budget.planned(1000) == 5 + math.floor(room / 2.0)
+
+
 # at lr 4 the loss falls and the final iterate is best; at lr 300 the strokes leave the canvas
 # after the first step, so the start stays best
 @pytest.mark.parametrize("learning_rate", [4.0, 300.0])

@@ -267,7 +267,9 @@ class StepBudget:
 
     The step time is measured, not guessed: the mean over the steps after the first (the first
     carries one-time costs such as allocator warm-up), or the first step's time until a second
-    one ran. Another step is allowed when it and the final evaluation end before the deadline.
+    one ran. When the batch changes size (:meth:`rebase`: sketches were retired or froze), the
+    mean starts again from the steps that follow, the last estimate holding until one ended.
+    Another step is allowed when it and the final evaluation end before the deadline.
     """
 
     def __init__(self, deadline: float | None, clock: Clock = time.perf_counter) -> None:
@@ -276,6 +278,8 @@ class StepBudget:
         self._begun: float | None = None
         self._first_done: float | None = None
         self._last_done: float | None = None
+        self._counted = 0  # steps ended since _first_done
+        self._held: float | None = None  # the estimate before the last rebase
         self.steps = 0
 
     def begin(self) -> None:
@@ -286,16 +290,27 @@ class StepBudget:
         self.steps += 1
         if self.steps == 1:
             self._first_done = now
+        else:
+            self._counted += 1
         self._last_done = now
+
+    def rebase(self) -> None:
+        """The batch changed size: time the steps from now on."""
+        if self.steps == 0:
+            return
+        self._held = self.step_time_s
+        self._first_done, self._counted = self._last_done, 0
 
     @property
     def step_time_s(self) -> float | None:
         """Measured seconds per step; None before the first step ended."""
         if self.steps == 0 or self._begun is None:
             return None
-        if self.steps == 1:
+        if self._counted == 0:
+            if self._held is not None:
+                return self._held
             return max(0.0, self._first_done - self._begun)
-        return max(0.0, (self._last_done - self._first_done) / (self.steps - 1))
+        return max(0.0, (self._last_done - self._first_done) / self._counted)
 
     def allows_another(self) -> bool:
         if self.deadline is None:
@@ -490,8 +505,11 @@ def optimise(
                 notes.append(decision.note)
             report = replace(report, planned_steps=budget.planned(iterations))
         if (evaluating or decision is not None) and any(best.frozen):
+            was_moving = None if moving is None else int(moving.numel())
             frozen = torch.tensor(best.frozen, device=device)
             moving = torch.tensor([i for i, f in enumerate(best.frozen) if not f], device=device)
+            if was_moving != int(moving.numel()):
+                budget.rebase()  # a smaller batch: its steps take less time
         if on_step is not None:
             on_step(report)
         if all(best.frozen):
