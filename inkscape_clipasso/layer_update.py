@@ -25,7 +25,13 @@ from inkscape_clipasso.layer_state import (
     with_progress,
     write_progress,
 )
-from inkscape_clipasso.layers import fill_level, level_label, record_result
+from inkscape_clipasso.layers import (
+    REDUCED,
+    fill_level,
+    level_label,
+    record_result,
+    reduced_line,
+)
 from inkscape_clipasso.placement import composed_transform, place_image
 from inkscape_clipasso.refine import has_kept, is_kept, layer_placement, new_strokes
 
@@ -160,9 +166,12 @@ def apply_result(
     record_result(parent, result)
     desc = parent.find(f"{_SVG}desc")
     before = (desc.text or "").split(_UPDATED)[0] if desc is not None else ""
+    # the reduction said at insertion gives way to the one the daemon says now
+    before = "\n".join(line for line in before.split("\n") if not line.startswith(REDUCED))
     now = "the finished sketch" if shown is None else f"the best strokes so far ({shown.note()})"
     extra = f" ({'; '.join(notes)})" if notes else ""
-    _set_description(parent, f"{before}{_UPDATED}{now}{extra}.".strip())
+    text = f"{before}{_UPDATED}{now}{extra}.".strip()
+    _set_description(parent, "\n".join(filter(None, (text, reduced_line(result)))))
     return notes
 
 

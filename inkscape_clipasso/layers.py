@@ -191,6 +191,17 @@ def record_result(parent: inkex.BaseElement, result: dict[str, Any]) -> None:
             parent.attrib.pop(name, None)
 
 
+#: starts the description line saying what the daemon's schedule reduced
+REDUCED = "Reduced: "
+
+
+def reduced_line(result: dict[str, Any]) -> str:
+    """What the daemon's schedule reduced and why ("Reduced: 1 seed instead of 3 ... to fit
+    10 min."), from the result's ``schedule_notes``; "" when nothing was."""
+    notes = [n for n in result.get("schedule_notes") or () if isinstance(n, str)]
+    return f"{REDUCED}{'; '.join(notes)}." if notes else ""
+
+
 def build_sketch_layer(
     image: inkex.BaseElement,
     label: str,
@@ -220,10 +231,7 @@ def build_sketch_layer(
     settings = result["settings"]
     progress = progress_of(result, int(settings["iterations"]))
     parent.set("inkscape:label", with_progress(label, progress))
-    # what the daemon's schedule reduced and why ("1 seed instead of 3 ... to fit 10 min")
-    notes = [n for n in result.get("schedule_notes") or () if isinstance(n, str)]
-    if notes:
-        description = "\n".join(filter(None, (description, f"Reduced: {'; '.join(notes)}.")))
+    description = "\n".join(filter(None, (description, reduced_line(result))))
     if description:
         desc = inkex.Desc()
         desc.text = description

@@ -278,3 +278,17 @@ def test_a_daemon_that_does_not_answer_is_asked_once(tmp_path, running, monkeypa
     assert run.status != 0 and run.output == b""
     assert run.stderr.count("which does not answer") == 2, run.stderr
     assert len(connections) == 1
+
+
+def test_an_update_says_what_the_schedule_reduced_now(tmp_path, running):
+    """The daemon planned the job to fit its time limit: the update's description says so,
+    and a later update replaces the line rather than adding a second."""
+    document = sketch_now(tmp_path, running)
+    note = "1 seed instead of 3 to fit 10 min (a step of 6 sketches took 9.0 s)"
+    running.result_override = lambda result: {**result, "schedule_notes": [note]}
+    running.finish_all()
+    run = run_update(document)
+    assert run.status == 0 and run.stderr == "", run.stderr
+    text = by_id(run.svg, "clipasso-img1").find(SVG + "desc").text
+    assert text.endswith(f"\nReduced: {note}.") and text.count("Reduced:") == 1
+    assert "Updated: the finished sketch." in text
