@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from engine_helpers import CountingModel  # noqa: E402
+
 from clipasso_server.engine.optimise import (  # noqa: E402
     Drawing,
     LoopSettings,
@@ -24,19 +26,6 @@ from clipasso_server.engine.start import start_points  # noqa: E402
 
 CANVAS = 224
 VIEWS = 2
-
-
-class CountingModel:
-    """The real loss model, recording how many images each ``features`` call gets."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.input_size = model.input_size
-        self.calls: list[int] = []
-
-    def features(self, images):
-        self.calls.append(int(images.shape[0]))
-        return self.model.features(images)
 
 
 @pytest.fixture(scope="module")

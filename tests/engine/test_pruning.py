@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from engine_helpers import CountingModel  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clipasso_server.engine.errors import SettingsError  # noqa: E402
@@ -37,19 +38,6 @@ from clipasso_server.engine.types import SketchConfig  # noqa: E402
 CANVAS = 224
 LEVELS = (2, 4)
 SEEDS = (5, 6, 7)  # seed values, not indices: the notes name the values
-
-
-class CountingModel:
-    """The real loss model, recording how many images each ``features`` call gets."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.input_size = model.input_size
-        self.calls: list[int] = []
-
-    def features(self, images):
-        self.calls.append(int(images.shape[0]))
-        return self.model.features(images)
 
 
 class CountingStore:

@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from engine_helpers import CountingModel  # noqa: E402
+
 from clipasso_server.engine.optimise import (  # noqa: E402
     Decision,
     Drawing,
@@ -22,19 +24,6 @@ from clipasso_server.engine.sketcher import parse_color  # noqa: E402
 from clipasso_server.engine.start import start_points  # noqa: E402
 
 CANVAS = 224
-
-
-class CountingModel:
-    """The real loss model, recording how many images each ``features`` call gets."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.input_size = model.input_size
-        self.calls: list[int] = []
-
-    def features(self, images):
-        self.calls.append(int(images.shape[0]))
-        return self.model.features(images)
 
 
 def _job(model_store, device):
