@@ -42,7 +42,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,7 +56,16 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "extension"))
 
 import inkscape_runner  # noqa: E402  (the tests' helpers: real Inkscape, real daemon)
-from serve_daemon import PYTHON, has_strokes, jobs, serve, worker_pid  # noqa: E402
+from serve_daemon import (  # noqa: E402
+    HANG_S,
+    has_strokes,
+    install_extension,
+    jobs,
+    pause_when,
+    serve,
+    wait_for,
+    worker_pid,
+)
 
 INKSCAPE_NS = "http://www.inkscape.org/namespaces/inkscape"
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -70,7 +78,6 @@ PAUSE_AT_STEP = 20  # the running picture's step (the worker is paused past it)
 REFINE_ITERATIONS = 30
 ADD_STROKES = 8
 NEW_STROKES_RGBA = 0xC83C28FF  # the refined sketch's new strokes in red, the user's stay black
-HANG_S = 900.0  # only catches a hang
 SCREEN = (1400, 900)
 #: Measured on Inkscape 1.2.2 at SCREEN: the height at which the dock's drag handle is found
 #: (its dots are the first bright pixels left of the dark dock), where it is dropped, the
@@ -153,32 +160,10 @@ def stroke_ids(document: Path, layer_id: str) -> list[str]:
     return [path.get("id") for path in layer.findall(f"{{{SVG_NS}}}path")]
 
 
-def pause_past(url: str, job_id: str, pid: int, step: int) -> threading.Event:
-    """Resume the worker; pause it again once the job is past ``step`` with strokes to show."""
-    paused = threading.Event()
-
-    def watch() -> None:
-        try:
-            while True:
-                (job,) = [job for job in jobs(url) if job["id"] == job_id]
-                if job["state"] != "queued" and job["step"] >= step and has_strokes(url, job_id):
-                    break
-                time.sleep(0.02)
-        finally:
-            os.kill(pid, signal.SIGSTOP)
-            paused.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    os.kill(pid, signal.SIGCONT)
-    return paused
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"hung waiting for {what}")
-        time.sleep(0.1)
+def past(url: str, job_id: str, step: int) -> bool:
+    """Whether the job is past ``step`` with strokes to show."""
+    (job,) = [job for job in jobs(url) if job["id"] == job_id]
+    return job["state"] != "queued" and job["step"] >= step and has_strokes(url, job_id)
 
 
 def read_xwd(data: bytes) -> Image.Image:
@@ -408,12 +393,7 @@ def paused_worker(pid: int) -> Iterator[None]:
 def make(out: Path, work: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     profile = work / "profile"
-    subprocess.run(
-        [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    install_extension(profile)
     before = work / "before.svg"
     write_document(before)
     screen = Screen(work)
@@ -433,7 +413,7 @@ def make(out: Path, work: Path) -> None:
 
             # a little later: Update sketches, the strokes so far
             running = work / "running.svg"
-            paused = pause_past(url, job["id"], pid, PAUSE_AT_STEP)
+            paused = pause_when(pid, lambda: past(url, job["id"], PAUSE_AT_STEP))
             if not paused.wait(HANG_S):
                 raise RuntimeError("the job never got past its step")
             try:

@@ -21,6 +21,20 @@ from fake_daemon import FakeDaemon, FakeDaemonServer  # noqa: E402
 os.environ["BROWSER"] = "true"
 
 
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """A real `clipasso serve` on a free loopback port with the tiny test models, for the runs
+    in real Inkscape (skipped where Inkscape, xvfb-run or the project's Python is missing)."""
+    from inkscape_runner import missing_programs
+    from serve_daemon import missing_python, serve
+
+    reason = missing_programs() or missing_python()
+    if reason:
+        pytest.skip(reason)
+    with serve(tmp_path_factory.mktemp("daemon")) as url:
+        yield url
+
+
 @pytest.fixture
 def fake_daemon():
     """A protocol-speaking daemon on 127.0.0.1 whose answers the test controls."""

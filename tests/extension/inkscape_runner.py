@@ -117,6 +117,18 @@ def run_extension(
     )
 
 
+def apply_and_read(
+    profile: Path, document: Path, output: Path, select: Sequence[str], timeout_s: float = 900
+):
+    """``run_extension``, checked (exit 0, a document written), then the document's root."""
+    from lxml import etree
+
+    done = run_extension(profile, document, output, select, timeout_s=timeout_s)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert output.is_file(), f"Inkscape wrote nothing; stderr: {done.stderr[-2000:]}"
+    return etree.parse(str(output)).getroot()
+
+
 def export_png(profile: Path, document: Path, png: Path, dpi: float) -> subprocess.CompletedProcess:
     """Render the whole page of ``document`` to ``png`` (no GUI needed for exports)."""
     command = [

@@ -10,18 +10,21 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = os.environ.get("CLIPASSO_PYTHON") or str(REPO / ".venv" / "bin" / "python")
 CLI = [PYTHON, "-m", "clipasso_server.cli"]
+#: only catches a hang: every wait of the end-to-end runs is on an event
+HANG_S = 900.0
 
 
 def missing_python() -> str | None:
@@ -61,6 +64,43 @@ def has_strokes(url: str, job_id: str) -> bool:
             return False
         raise
     return True
+
+
+def wait_for(condition: Callable[[], bool], what: str, limit_s: float = HANG_S) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"hung waiting for {what}")
+        time.sleep(0.05)
+
+
+def pause_when(pid: int, ready: Callable[[], bool]) -> threading.Event:
+    """Resume the paused worker ``pid`` and pause it again (SIGSTOP) as soon as ``ready()``;
+    the event is set once it is paused, so a test can catch a job mid-run on any machine."""
+    paused = threading.Event()
+
+    def watch() -> None:
+        try:
+            while not ready():
+                time.sleep(0.02)
+        finally:
+            os.kill(pid, signal.SIGSTOP)
+            paused.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    os.kill(pid, signal.SIGCONT)
+    return paused
+
+
+def install_extension(profile: Path) -> None:
+    """``clipasso install-extension`` into the Inkscape profile folder ``profile``."""
+    subprocess.run(
+        [*CLI, "install-extension", f"--profile-dir={profile}"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 @contextmanager

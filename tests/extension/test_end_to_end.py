@@ -10,7 +10,6 @@ over their image (within the reach of the start strokes' random spread) and nowh
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -26,10 +25,10 @@ from ext_helpers import (
     rotate,
     translate,
 )
-from inkscape_runner import export_png, missing_programs, read_png, write_preferences
+from inkscape_runner import export_png, read_png, write_preferences
 from inkscape_runner import run_extension as run_inkscape
 from lxml import etree
-from serve_daemon import PYTHON, missing_python, serve
+from serve_daemon import install_extension
 
 pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
 
@@ -49,31 +48,12 @@ IMG1_MATRIX = matmul(translate(10, 5), rotate(10))
 IMG2_MATRIX = translate(0, 0)
 
 
-def _skip_reason() -> str | None:
-    return missing_programs() or missing_python()
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    """`clipasso serve` on a free loopback port, with the tiny test models' weights."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with serve(tmp_path_factory.mktemp("daemon")) as url:
-        yield url
-
-
 @pytest.fixture(scope="module")
 def sketched(daemon, tmp_path_factory):
     """One Inkscape run on a document with an embedded and a linked image."""
     work = tmp_path_factory.mktemp("inkscape")
     profile = work / "profile"
-    subprocess.run(
-        [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
-        check=True,
-        capture_output=True,
-        timeout=600,  # hang-only limits, like the two below
-    )
+    install_extension(profile)
     write_preferences(
         profile,
         {

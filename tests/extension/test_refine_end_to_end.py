@@ -11,34 +11,21 @@ trouble with relative links under its temporary folder does not arise).
 
 from __future__ import annotations
 
-import subprocess
-
-import inkscape_runner
 import pytest
 from ext_helpers import INKSCAPE_NS, by_id, data_uri, make_png, run_extension, svg_doc
-from inkscape_runner import missing_programs, write_preferences
+from inkscape_runner import apply_and_read, write_preferences
 from lxml import etree
-from serve_daemon import PYTHON, VIEWER, get_json, jobs, missing_python, serve
+from serve_daemon import VIEWER, get_json, install_extension, jobs
 
 pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
 
 LABEL = f"{{{INKSCAPE_NS}}}label"
 CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
 SVG = "{http://www.w3.org/2000/svg}"
-HANG_S = 900.0  # only catches a hang
 LEVEL = "clipasso-img1-level-3"
 REFINED = "clipasso-img1-refined"
 EDITED_D = "m 30,40 c 8,-6 16,6 24,0"
 EDITED_STYLE = "fill:none;stroke:#c83c28;stroke-width:1.5;stroke-linecap:round"
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    reason = missing_programs() or missing_python()
-    if reason:
-        pytest.skip(reason)
-    with serve(tmp_path_factory.mktemp("daemon")) as url:
-        yield url
 
 
 def settings(url: str, **extra: str) -> dict[str, str]:
@@ -59,21 +46,9 @@ def settings(url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def run_in_inkscape(profile, document, output, select):
-    done = inkscape_runner.run_extension(profile, document, output, select, timeout_s=HANG_S)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert output.is_file(), f"Inkscape wrote nothing; stderr: {done.stderr[-2000:]}"
-    return etree.parse(str(output)).getroot()
-
-
 def test_refine_from_an_edited_level_keeps_the_users_strokes(daemon, tmp_path):
     profile = tmp_path / "profile"
-    subprocess.run(
-        [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    install_extension(profile)
     photo = data_uri(make_png(48, 48, (150, 90, 40)))
     document = tmp_path / "in.svg"
     document.write_text(
@@ -91,7 +66,7 @@ def test_refine_from_an_edited_level_keeps_the_users_strokes(daemon, tmp_path):
 
     # 1. the sketch
     write_preferences(profile, settings(daemon))
-    root = run_in_inkscape(profile, document, tmp_path / "sketched.svg", ["img1"])
+    root = apply_and_read(profile, document, tmp_path / "sketched.svg", ["img1"])
     level = by_id(root, LEVEL)
     assert len(level.findall(SVG + "path")) == 3
 
@@ -108,7 +83,7 @@ def test_refine_from_an_edited_level_keeps_the_users_strokes(daemon, tmp_path):
     # the level and its strokes (what Edit > Select All in it selects): the same strokes
     # whether Inkscape keeps the layer itself in the selection or only its paths
     strokes = [path["id"] for path in mine]
-    root = run_in_inkscape(profile, edited, tmp_path / "refined.svg", ["img1", LEVEL, *strokes])
+    root = apply_and_read(profile, edited, tmp_path / "refined.svg", ["img1", LEVEL, *strokes])
     level, layer = by_id(root, LEVEL), by_id(root, REFINED)
     assert [dict(path.attrib) for path in level.findall(SVG + "path")] == mine  # untouched
     assert level.getnext() is layer  # just above it, in the same parent

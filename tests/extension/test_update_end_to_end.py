@@ -15,76 +15,34 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import threading
-import time
 
 import inkscape_runner
 import pytest
 from ext_helpers import INKSCAPE_NS, by_id, data_uri, layers, make_png
-from inkscape_runner import missing_programs, write_preferences
-from lxml import etree
-from serve_daemon import PYTHON, has_strokes, jobs, missing_python, serve, worker_pid
+from inkscape_runner import apply_and_read, write_preferences
+from serve_daemon import (
+    HANG_S,
+    has_strokes,
+    install_extension,
+    jobs,
+    pause_when,
+    wait_for,
+    worker_pid,
+)
 
 pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
 
 LABEL = f"{{{INKSCAPE_NS}}}label"
 CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
 SVG = "{http://www.w3.org/2000/svg}"
-HANG_S = 900.0
 ITERATIONS = 100  # enough that the watcher pauses the job long before its last step
 LEVELS = (2, 4)
 UPDATE_ACTION = "org.clipasso.clipasso-update.noprefs"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    reason = missing_programs() or missing_python()
-    if reason:
-        pytest.skip(reason)
-    with serve(tmp_path_factory.mktemp("daemon")) as url:
-        yield url
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        assert time.monotonic() < deadline, f"hung waiting for {what}"
-        time.sleep(0.05)
-
-
-def pause_at_first_strokes(url: str, job_id: str, pid: int) -> threading.Event:
-    """Resume the worker and pause it again as soon as the job has strokes to show."""
-    paused = threading.Event()
-
-    def watch() -> None:
-        try:
-            while not has_strokes(url, job_id):
-                time.sleep(0.02)
-        finally:
-            os.kill(pid, signal.SIGSTOP)
-            paused.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    os.kill(pid, signal.SIGCONT)
-    return paused
-
-
-def run_in_inkscape(profile, document, output):
-    done = inkscape_runner.run_extension(profile, document, output, ["img1"], timeout_s=HANG_S)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert output.is_file(), f"Inkscape wrote nothing; stderr: {done.stderr[-2000:]}"
-    return etree.parse(str(output)).getroot()
-
-
 def test_submit_return_then_update_in_place(daemon, tmp_path, monkeypatch):
     profile = tmp_path / "profile"
-    subprocess.run(
-        [PYTHON, "-m", "clipasso_server.cli", "install-extension", f"--profile-dir={profile}"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    install_extension(profile)
     write_preferences(
         profile,
         {
@@ -118,7 +76,7 @@ def test_submit_return_then_update_in_place(daemon, tmp_path, monkeypatch):
     # 1. Sketch, not waiting, while the worker cannot make any strokes
     os.kill(pid, signal.SIGSTOP)
     try:
-        root = run_in_inkscape(profile, document, tmp_path / "running.svg")
+        root = apply_and_read(profile, document, tmp_path / "running.svg", ["img1"])
     except BaseException:
         os.kill(pid, signal.SIGCONT)
         raise
@@ -135,11 +93,11 @@ def test_submit_return_then_update_in_place(daemon, tmp_path, monkeypatch):
     assert parent.get(CLIPASSO + "job") == job["id"]
 
     # 2. Update while the job runs: its best strokes so far
-    paused = pause_at_first_strokes(daemon, job["id"], pid)
+    paused = pause_when(pid, lambda: has_strokes(daemon, job["id"]))
     try:
         assert paused.wait(HANG_S), "the job never had strokes"
         monkeypatch.setattr(inkscape_runner, "ACTION", UPDATE_ACTION)
-        root = run_in_inkscape(profile, tmp_path / "running.svg", tmp_path / "updated.svg")
+        root = apply_and_read(profile, tmp_path / "running.svg", tmp_path / "updated.svg", ["img1"])
     finally:
         os.kill(pid, signal.SIGCONT)
     parent = by_id(root, "clipasso-img1")
@@ -152,7 +110,7 @@ def test_submit_return_then_update_in_place(daemon, tmp_path, monkeypatch):
 
     # 3. Once the job is done, Update again: the finished strokes, in place
     wait_for(lambda: jobs(daemon)[0]["state"] == "done", "the job to finish")
-    root = run_in_inkscape(profile, tmp_path / "updated.svg", tmp_path / "finished.svg")
+    root = apply_and_read(profile, tmp_path / "updated.svg", tmp_path / "finished.svg", ["img1"])
     assert [layer.get("id") for layer in layers(root)] == order  # no sibling: nothing edited
     parent = by_id(root, "clipasso-img1")
     assert parent.get(LABEL) == "CLIPasso: img1"
