@@ -19,7 +19,7 @@ Two parts:
   guess and its re-plan are both exercised (the first step's warm-up is left out).
 
     python bench/planning.py [--budget 210] [--levels 16] [--seeds 3] [--pairs 1]
-                             [--threads 2] [--default-step-s 55.6,15] [--load-s 26]
+                             [--threads 2] [--default-step-s 55.6,17.6] [--load-s 26]
                              [--out bench/results/planning.json]
 """
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default="bench/results/planning-weights")
     parser.add_argument(
         "--default-step-s",
-        default="55.6,15",
+        default="55.6,17.6",
         help="full default step times (s) for the dialog table, comma-separated",
     )
     parser.add_argument("--load-s", type=float, default=26.0, help="model loading, seconds")
