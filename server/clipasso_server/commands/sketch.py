@@ -38,7 +38,6 @@ INKSCAPE_FORMATS = {
     "GIF": "image/gif",
     "BMP": "image/bmp",
 }
-_EXIF_ORIENTATION = 0x0112
 
 
 #: ``--fast``: what the fast schedule does and what it was measured to cost and save
@@ -452,12 +451,12 @@ def photo_href(source: Path, image: Image.Image, output: Path | None, embed: boo
     import base64
     import io
 
-    from PIL import Image
+    from PIL import ExifTags, Image
 
     try:
         with Image.open(source) as original:
             kind = INKSCAPE_FORMATS.get(original.format or "")
-            turned = original.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+            turned = original.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None)
     except (OSError, ValueError, SyntaxError):  # changed since it was read: use what was read
         kind, turned = None, True
     if kind is None or (turned and kind != "image/jpeg"):

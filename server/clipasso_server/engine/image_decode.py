@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageMode, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageMode, UnidentifiedImageError
 
 from clipasso_server.engine.errors import BadImageError, ImageTooLargeError, without_paths
 
@@ -36,7 +36,6 @@ ORIGINAL_SIZE = "clipasso_original_size"
 STRIP_PIXELS = 1_000_000
 #: JPEG 2000 decodes at 1/2**n of its size; OpenJPEG's default is 6 resolution levels
 _J2K_MAX_REDUCE = 5
-_EXIF_ORIENTATION = 0x0112
 #: EXIF orientation -> the turn that shows the photo as the user sees it
 _ORIENTATIONS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -323,7 +322,7 @@ def _open(
                 raise BadImageError(f"{what} is truncated: the JPEG data ends before its end")
             with DECODE_BUDGET.hold(cost):
                 image.load()
-                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
                 rgb = _working_copy(image, _reduce_factor(image.size, working_size))
         except (BadImageError, ImageTooLargeError):
             raise
