@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from report import write_report
+from step import ellipse_photo
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from clipasso_server.engine import optimise as loop
@@ -49,14 +50,6 @@ GROUPS = (
     ("copy / layout", ("copy_", "contiguous", "::to", "_to_copy", "clone", "cat", "stack")),
     ("allocation", ("empty", "zeros", "ones", "full", "resize_", "new_")),
 )
-
-
-def _photo() -> torch.Tensor:
-    yy, xx = torch.meshgrid(torch.arange(CANVAS) + 0.5, torch.arange(CANVAS) + 0.5, indexing="ij")
-    photo = torch.ones(3, CANVAS, CANVAS)
-    photo[:, ((xx - 112) / 70) ** 2 + ((yy - 112) / 50) ** 2 < 1] = 0.15
-    photo[:, ((xx - 112) / 25) ** 2 + ((yy - 112) / 15) ** 2 < 1] = 0.85
-    return photo
 
 
 def load_rn101(weights_dir: Path, device: torch.device | str = "cpu") -> loop.FeatureModel:
@@ -118,7 +111,7 @@ def _phase_of(event) -> str | None:
 def profile_steps(
     model, levels: tuple[int, ...], seeds: int, steps: int, path: str = "new"
 ) -> dict:
-    photo = _photo()
+    photo = ellipse_photo(torch.device("cpu"))
     target = loop.Target(photo, model)
     saliency = torch.rand(CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
     start, mask = start_points(saliency, levels, tuple(range(seeds)), CANVAS)

@@ -57,7 +57,7 @@ SEEDS = 3
 CANVAS = 224
 
 
-def _photo(device: torch.device) -> torch.Tensor:
+def ellipse_photo(device: torch.device) -> torch.Tensor:
     """A dark ellipse with a light hole on white: some structure for the loss to see."""
     yy, xx = torch.meshgrid(torch.arange(CANVAS) + 0.5, torch.arange(CANVAS) + 0.5, indexing="ij")
     photo = torch.ones(3, CANVAS, CANVAS)
@@ -96,7 +96,7 @@ def time_steps(
     warmup: int,
 ) -> dict:
     """Run ``warmup + steps`` steps of the real loop; time the last ``steps``."""
-    photo = _photo(device)
+    photo = ellipse_photo(device)
     saliency = torch.rand(CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
     points, mask = start_points(saliency, levels, tuple(range(seeds)), CANVAS)
     marks: dict[int, float] = {}
@@ -158,7 +158,7 @@ def paired_steps(
     """Alternate one step of the legacy path and one of the new path, ``pairs`` times (after
     one warm-up step each), on the same model, photo and start; the order within a pair
     alternates too. Each step is the loop's body (views, render, loss and backward, Adam)."""
-    photo = _photo(device)
+    photo = ellipse_photo(device)
     target = Target(photo, loss_model)
     saliency = torch.rand(CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
     points, mask = start_points(saliency, levels, tuple(range(seeds)), CANVAS)
