@@ -197,7 +197,8 @@ class ClipassoSketch(inkex.EffectExtension):
             paths = import_strokes(place_image(photo, *size), elements)
             added = self.options.add_strokes if keep else self.options.refine_add
             chosen = self._job_settings(
-                refine_settings(self._settings(1), paths, keep, added), source
+                refine_settings(self._settings(1, (protocol.MAX_STROKES,)), paths, keep, added),
+                source,
             )
             body = protocol.build_job_request(
                 source.data, chosen, source.name, detached=on_limit or self.options.when != "wait"
@@ -300,13 +301,16 @@ class ClipassoSketch(inkex.EffectExtension):
         """Inkscape shows no progress: the daemon's page for the job does."""
         open_page(page_url(self.options.url, job_ids))
 
-    def _settings(self, images: int) -> protocol.SketchSettings:
+    def _settings(
+        self, images: int, levels: tuple[int, ...] | None = None
+    ) -> protocol.SketchSettings:
         """The dialog's values for ``images`` selected images, validated by the shared
-        protocol (errors name the field)."""
+        protocol (errors name the field); ``levels`` instead of the Levels field (refine
+        makes its own level, so a Levels value it does not use cannot stop it)."""
         options = self.options
         return protocol.parse_settings(
             {
-                "levels": protocol.parse_levels(options.levels),
+                "levels": levels or protocol.parse_levels(options.levels),
                 "iterations": options.iterations,
                 "seeds": options.seeds,
                 "schedule": options.schedule,

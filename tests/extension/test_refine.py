@@ -143,6 +143,12 @@ def test_refine_all_draws_the_daemons_strokes(edited, fake_daemon):
         assert flat(path_points(path.get("d"))) == pytest.approx(flat(moved), abs=1e-6)
 
 
+def test_refine_ignores_the_levels_field_it_does_not_use(edited, fake_daemon):
+    root = refine(edited, fake_daemon, "--id=img1", f"--id={LEVEL}", "--start=refine", "--levels=x")
+    assert fake_daemon.submitted_settings()[-1].levels == (3,)
+    assert by_id(root, REFINED).get(LABEL) == "3 strokes (3 refined)"
+
+
 def test_refine_all_adds_strokes_when_asked(edited, fake_daemon):
     root = refine(
         edited, fake_daemon, "--id=img1", f"--id={LEVEL}", "--start=refine", "--refine_add=2"
