@@ -356,6 +356,8 @@ class StepReport:
     evaluated: bool  # this step evaluated an iterate
     step_time_s: float | None
     planned_steps: int
+    #: what schedule policies changed so far, in the order they said it (``Outcome.notes``)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -494,7 +496,12 @@ def optimise(
             best.update(plain.detach().to("cpu", torch.float64).tolist(), before)
         budget.step_done()
         report = StepReport(
-            steps_run, best, evaluating, budget.step_time_s, budget.planned(iterations)
+            steps_run,
+            best,
+            evaluating,
+            budget.step_time_s,
+            budget.planned(iterations),
+            tuple(notes),
         )
         decision = policy(report) if policy is not None else None
         if decision is not None:
@@ -503,7 +510,7 @@ def optimise(
                 iterations = max(steps_run, decision.iterations)
             if decision.note:
                 notes.append(decision.note)
-            report = replace(report, planned_steps=budget.planned(iterations))
+            report = replace(report, planned_steps=budget.planned(iterations), notes=tuple(notes))
         if (evaluating or decision is not None) and any(best.frozen):
             was_moving = None if moving is None else int(moving.numel())
             frozen = torch.tensor(best.frozen, device=device)

@@ -137,9 +137,9 @@ def check_schedule(schedule: str) -> None:
 
 
 def seed_pruning(config: SketchConfig, seeds: Sequence[int]) -> Policy | None:
-    """The policy of ``config.schedule`` for a job of ``config.levels`` x ``seeds``: None for
-    "full" (every seed runs to the end) or a single seed; seed pruning for "fast"."""
-    check_schedule(config.schedule)
+    """The policy of ``config.schedule`` (checked by ``sketch()`` before any model loads) for
+    a job of ``config.levels`` x ``seeds``: None for "full" (every seed runs to the end) or a
+    single seed; seed pruning for "fast"."""
     if config.schedule == "full" or len(seeds) < 2:
         return None
     return SeedPruning(config.levels, seeds, config.eval_every)

@@ -32,11 +32,9 @@ from clipasso_server.engine.errors import Cancelled, SettingsError
 from clipasso_server.engine.image_input import CanvasPlacement, image_to_canvas
 from clipasso_server.engine.optimise import (
     Clock,
-    Decision,
     Drawing,
     LoopSettings,
     Outcome,
-    Policy,
     StepBudget,
     StepReport,
     Target,
@@ -209,22 +207,6 @@ class Job:
         )
 
 
-class ScheduleNotes:
-    """The job's schedule policies as one, keeping their notes as they are said, so progress
-    reports and snapshots carry them while the job runs (the loop's Outcome has them only at
-    the end)."""
-
-    def __init__(self, policy: Policy | None) -> None:
-        self.policy = policy
-        self.notes: list[str] = []
-
-    def __call__(self, report: StepReport) -> Decision | None:
-        decision = self.policy(report) if self.policy is not None else None
-        if decision is not None and decision.note:
-            self.notes.append(decision.note)
-        return decision
-
-
 class ProgressReporter:
     """Turns the loop's step reports into :class:`Progress` for the caller.
 
@@ -240,17 +222,15 @@ class ProgressReporter:
         clock: Clock,
         started: float,
         every_s: float = SNAPSHOT_EVERY_S,
-        notes: ScheduleNotes | None = None,
     ) -> None:
         self.job, self.progress, self.clock = job, progress, clock
         self.started, self.every_s = started, every_s
-        self.notes = notes
         self._last_snapshot: float | None = None
 
     def __call__(self, report: StepReport) -> None:
         now = self.clock()
         snapshot = None
-        notes = tuple(self.notes.notes) if self.notes is not None else ()
+        notes = report.notes
         due = self._last_snapshot is None or now - self._last_snapshot >= self.every_s
         if report.evaluated and due:
             snapshot = self.job.result(
@@ -364,11 +344,8 @@ def sketch(
         policies.append(pruning)
     if planner is not None:
         policies.append(planner)
-    policy = ScheduleNotes(combine_policies(*policies))
     reporter = (
-        ProgressReporter(job, progress, clock, started, snapshot_every_s, policy)
-        if progress
-        else None
+        ProgressReporter(job, progress, clock, started, snapshot_every_s) if progress else None
     )
     try:
         outcome = optimise(
@@ -380,7 +357,7 @@ def sketch(
             budget=StepBudget(deadline, clock),
             on_step=reporter,
             should_stop=should_stop,
-            policy=policy,
+            policy=combine_policies(*policies),
             kept=kept_strokes(config, int(points.shape[0]), int(points.shape[1])),
         )
     except Cancelled as exc:
