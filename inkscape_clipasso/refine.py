@@ -151,7 +151,12 @@ def _points(stroke: dict[str, Any]) -> tuple[tuple[float, float], ...]:
 def new_strokes(level: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """``level`` without the strokes the job kept (the layer holds the user's own copies of
     them): the strokes to draw."""
-    kept = kept_points(settings)
+    return _without(level, kept_points(settings))
+
+
+def _without(level: dict[str, Any], kept: Counter) -> dict[str, Any]:
+    """``level`` without one stroke per count of its points in ``kept``."""
+    kept = Counter(kept)
     paths = []
     for stroke in level["paths"]:
         points = _points(stroke)
@@ -181,14 +186,7 @@ def split_kept(
         if all(returned[points] - kept[points] >= n for points, n in need.items()):
             copied.append(path)
             kept.update(need)
-    drawn = []
-    for stroke in level["paths"]:
-        points = _points(stroke)
-        if kept[points] > 0:
-            kept[points] -= 1
-        else:
-            drawn.append(stroke)
-    return copied, {**level, "paths": drawn}
+    return copied, _without(level, kept)
 
 
 def _matrix_text(transform: inkex.Transform) -> str:
