@@ -374,13 +374,18 @@ def build_job_request(
     }
 
 
-def parse_job_request(data: Any) -> JobRequest:
-    """Validate a decoded ``POST /v1/jobs`` JSON body."""
+def _check_body(data: Any, fields: tuple[str, ...]) -> None:
+    """A request body must be a JSON object of ``fields`` only."""
     if not isinstance(data, Mapping):
         raise ProtocolError("bad_request", "the request body must be a JSON object")
-    unknown = sorted(set(data) - set(JOB_REQUEST_FIELDS))
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ProtocolError("unknown_field", f"unknown field(s): {', '.join(unknown)}")
+
+
+def parse_job_request(data: Any) -> JobRequest:
+    """Validate a decoded ``POST /v1/jobs`` JSON body."""
+    _check_body(data, JOB_REQUEST_FIELDS)
     if "image" not in data:
         raise ProtocolError("bad_request", "the request has no image")
     name = data.get("name", "")
@@ -424,11 +429,7 @@ class StartStrokesRequest:
 
 def parse_start_strokes_request(data: Any) -> StartStrokesRequest:
     """Validate a decoded ``POST /v1/start-strokes`` JSON body."""
-    if not isinstance(data, Mapping):
-        raise ProtocolError("bad_request", "the request body must be a JSON object")
-    unknown = sorted(set(data) - set(START_STROKES_REQUEST_FIELDS))
-    if unknown:
-        raise ProtocolError("unknown_field", f"unknown field(s): {', '.join(unknown)}")
+    _check_body(data, START_STROKES_REQUEST_FIELDS)
     svg = data.get("svg")
     if not isinstance(svg, str) or not svg.strip():
         raise ProtocolError("bad_request", "svg must be the SVG document's text")
