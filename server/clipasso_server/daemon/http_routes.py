@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -39,6 +39,7 @@ from clipasso_server.start_svg import StartSvgError, strokes_from_svg
 from inkscape_clipasso import protocol
 
 log = logging.getLogger("clipasso.daemon")
+T = TypeVar("T")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -242,17 +243,22 @@ async def _read_job_request(request: web.Request, context: DaemonContext) -> pro
     else:
         reading = None
     if reading is not None:
-        try:
-            return await asyncio.wait_for(reading, context.body_timeout_s)
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            raise protocol.ProtocolError(
-                "request_timeout",
-                f"the request body did not arrive within {context.body_timeout_s:g} s",
-            ) from None
+        return await _in_body_time(reading, context)
     raise protocol.ProtocolError(
         "unsupported_media_type",
         f"send application/json or multipart/form-data, not {content_type or 'nothing'}",
     )
+
+
+async def _in_body_time(reading: Awaitable[T], context: DaemonContext) -> T:
+    """``reading`` (of a request's body) within ``body_timeout_s``, else 408 ``request_timeout``."""
+    try:
+        return await asyncio.wait_for(reading, context.body_timeout_s)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        raise protocol.ProtocolError(
+            "request_timeout",
+            f"the request body did not arrive within {context.body_timeout_s:g} s",
+        ) from None
 
 
 async def _cached_job(context: DaemonContext, key: str) -> str | None:
@@ -281,11 +287,15 @@ async def _read_json_request(request: web.Request, context: DaemonContext) -> pr
 
 
 def _parse_json_request(body: bytes) -> protocol.JobRequest:
+    return protocol.parse_job_request(_json_body(body))
+
+
+def _json_body(body: bytes) -> Any:
+    """A request body as JSON, else 400 ``bad_json``."""
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise protocol.ProtocolError("bad_json", f"the body is not valid JSON: {exc}") from None
-    return protocol.parse_job_request(data)
 
 
 def _check_image(
@@ -372,23 +382,13 @@ async def start_strokes(request: web.Request) -> web.Response:
             "unsupported_media_type",
             f"send application/json, not {request.content_type or 'nothing'}",
         )
-    try:
-        body = await asyncio.wait_for(request.read(), context.body_timeout_s)
-    except asyncio.TimeoutError:
-        raise protocol.ProtocolError(
-            "request_timeout",
-            f"the request body did not arrive within {context.body_timeout_s:g} s",
-        ) from None
+    body = await _in_body_time(request.read(), context)
     strokes = await _in_pool(context.decode_pool, _convert_start_svg, body)
     return json_response(protocol.start_strokes_response(strokes))
 
 
 def _convert_start_svg(body: bytes) -> tuple:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise protocol.ProtocolError("bad_json", f"the body is not valid JSON: {exc}") from None
-    drawing = protocol.parse_start_strokes_request(data)
+    drawing = protocol.parse_start_strokes_request(_json_body(body))
     try:
         strokes = strokes_from_svg(
             drawing.svg, drawing.width, drawing.height, limit=protocol.MAX_STROKES
