@@ -6,6 +6,8 @@ Real tiny CLIP ResNet through the real ModelStore, the real renderer and the rea
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -55,6 +57,32 @@ def test_a_retired_sketch_leaves_the_batch_and_keeps_its_best(model_store, devic
     assert outcome.notes == ("sketch 1 retired",)
     # steps 1-2 carry all three sketches, steps 3-5 the two left, then the final evaluation
     assert model.calls[1:] == [3, 3, 2, 2, 2, 3]
+
+
+def test_a_retired_sketch_stops_where_it_was(model_store, device):
+    """Retired after step 2, sketch 1 does not drift on Adam's momentum: the final evaluation
+    draws it where a run of just those 2 steps leaves it."""
+    target, points, drawing, _ = _job(model_store, device)
+    settings = LoopSettings(iterations=6, eval_every=1, augmentations=0)
+
+    def last_drawn(**changes):
+        drawn = []
+
+        def renderer(strokes, *args):
+            drawn.append(strokes.detach().clone())
+            return drawing.renderer(strokes, *args)
+
+        optimise(target, points, replace(drawing, renderer=renderer), settings, **changes)
+        return drawn[-1]  # the final evaluation draws every sketch
+
+    def policy(report):
+        return Decision(retire=(1,)) if report.step == 2 else None
+
+    retired = last_drawn(policy=policy)
+    settings = replace(settings, iterations=2)
+    two_steps = last_drawn()
+    torch.testing.assert_close(retired[1], two_steps[1], rtol=0, atol=0)
+    assert not torch.equal(retired[0], two_steps[0])  # the others moved on
 
 
 def test_a_policy_never_cuts_below_the_steps_already_run(model_store, device):

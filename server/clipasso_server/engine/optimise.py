@@ -443,9 +443,10 @@ def optimise(
     """
     device = target.photo.device
     points = points.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
-    if kept is not None:
-        kept = kept.to(device).view(*kept.shape, 1, 1)
-        kept_points = points.detach().clone()
+    kept = None if kept is None else kept.to(device).view(*kept.shape, 1, 1)
+    #: [B,S,1,1] (or [B,1,1,1]) the strokes that do not move: the kept ones, and every stroke
+    #: of a frozen sketch; their gradients are zeroed and their points restored after Adam
+    still: Tensor | None = kept
     optimizer = torch.optim.Adam([points], lr=settings.learning_rate)
     best = BestIterate(points, settings.plateau_patience)
     budget = budget or StepBudget(None)
@@ -453,7 +454,6 @@ def optimise(
     if settings.chunk_images is not None and settings.chunk_images < 0:
         raise ValueError(f"chunk_images must be 0 or more, got {settings.chunk_images}")
     chunk = settings.chunk_images or None
-    frozen: Tensor | None = None
     moving: Tensor | None = None  # the unfrozen sketches' indices once some froze
     steps_run, reason = 0, "iterations"
     iterations, notes = settings.iterations, []
@@ -479,18 +479,13 @@ def optimise(
             loss, plain = step_loss(drawing(points), target, grid)
             loss.sum().backward()
         evaluating = step % settings.eval_every == 0
-        before = points.detach().clone() if evaluating or frozen is not None else None
-        if frozen is not None:
-            points.grad.masked_fill_(frozen.view(-1, 1, 1, 1), 0.0)
-        if kept is not None:
-            points.grad.masked_fill_(kept, 0.0)
+        before = points.detach().clone() if evaluating or still is not None else None
+        if still is not None:
+            points.grad.masked_fill_(still, 0.0)
         optimizer.step()
-        if frozen is not None:
+        if still is not None:
             with torch.no_grad():
-                points.copy_(torch.where(frozen.view(-1, 1, 1, 1), before, points))
-        if kept is not None:
-            with torch.no_grad():
-                points.copy_(torch.where(kept, kept_points, points))
+                points.copy_(torch.where(still, before, points))
         steps_run = step = step + 1
         if evaluating:
             best.update(plain.detach().to("cpu", torch.float64).tolist(), before)
@@ -513,7 +508,8 @@ def optimise(
             report = replace(report, planned_steps=budget.planned(iterations), notes=tuple(notes))
         if (evaluating or decision is not None) and any(best.frozen):
             was_moving = None if moving is None else int(moving.numel())
-            frozen = torch.tensor(best.frozen, device=device)
+            frozen = torch.tensor(best.frozen, device=device).view(-1, 1, 1, 1)
+            still = frozen if kept is None else kept | frozen
             moving = torch.tensor([i for i, f in enumerate(best.frozen) if not f], device=device)
             if was_moving != int(moving.numel()):
                 budget.rebase()  # a smaller batch: its steps take less time
