@@ -41,6 +41,10 @@ RENDERERS = ("auto", "torch", "diffvg")
 #: how the seeds of a level share the iterations: "full" runs every seed to the end (the
 #: reference); "fast" ranks them after a warm-up and runs only the best on (seed pruning)
 SCHEDULES = ("full", "fast")
+#: the loss model's arithmetic: "fp32" as the reference; "bf16" autocast (about half the CPU
+#: time where the CPU computes bf16 natively, bench/precision.py); "auto": bf16 on a CUDA GPU
+#: or such a CPU, float32 elsewhere
+PRECISIONS = ("auto", "fp32", "bf16")
 #: start strokes may lie this many photo widths/heights outside the photo (hand-drawn strokes
 #: overshoot its edges; anything further is a coordinate mix-up, not a drawing)
 START_STROKE_MARGIN = 1.0
@@ -136,6 +140,8 @@ class SketchSettings:
     #: the start strokes stay where they are (the reference's ``--path_svg``); False: they
     #: are optimised like the others
     keep_start_strokes: bool = False
+    #: the loss model's arithmetic, one of PRECISIONS
+    precision: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, levels and strokes as lists."""
@@ -153,6 +159,14 @@ def _require_int(name: str, value: Any, low: int, high: int) -> int:
         raise ProtocolError("bad_request", f"{name} must be an integer, got {value!r}")
     if not low <= value <= high:
         raise ProtocolError("out_of_range", f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ProtocolError(
+            "out_of_range", f"{name} must be one of {', '.join(choices)}, got {value!r}"
+        )
     return value
 
 
@@ -214,24 +228,21 @@ def parse_settings(data: Any) -> SketchSettings:
         if not isinstance(model, str) or not _MODEL_NAME.match(model):
             raise ProtocolError("bad_request", f"{name} must be a model name, got {model!r}")
         out[name] = model
-    renderer = data.get("renderer", defaults.renderer)
-    if renderer not in RENDERERS:
-        raise ProtocolError(
-            "out_of_range", f"renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}"
-        )
-    out["renderer"] = renderer
+    out["renderer"] = _require_choice(
+        "renderer", data.get("renderer", defaults.renderer), RENDERERS
+    )
     remove_background = data.get("remove_background", defaults.remove_background)
     if not isinstance(remove_background, bool):
         raise ProtocolError("bad_request", "remove_background must be true or false")
     out["remove_background"] = remove_background
     out["seed"] = _require_int("seed", data.get("seed", defaults.seed), 0, MAX_SEED_VALUE)
     out["time_budget_s"] = parse_time_budget(data.get("time_budget_s", defaults.time_budget_s))
-    schedule = data.get("schedule", defaults.schedule)
-    if schedule not in SCHEDULES:
-        raise ProtocolError(
-            "out_of_range", f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
-        )
-    out["schedule"] = schedule
+    out["schedule"] = _require_choice(
+        "schedule", data.get("schedule", defaults.schedule), SCHEDULES
+    )
+    out["precision"] = _require_choice(
+        "precision", data.get("precision", defaults.precision), PRECISIONS
+    )
     out["start_strokes"] = parse_start_strokes(data.get("start_strokes", []))
     keep = data.get("keep_start_strokes", defaults.keep_start_strokes)
     if not isinstance(keep, bool):

@@ -75,6 +75,9 @@ def test_settings_round_trip_through_json():
         ({"color": "black"}, "bad_request"),
         ({"loss_model": "../../etc/passwd x"}, "bad_request"),
         ({"renderer": "cairo"}, "out_of_range"),
+        ({"schedule": "quick"}, "out_of_range"),
+        ({"precision": "fp16"}, "out_of_range"),
+        ({"precision": ["bf16"]}, "out_of_range"),
         ({"remove_background": "yes"}, "bad_request"),
         ({"seed": -1}, "out_of_range"),
         ({"colour": "#000000"}, "unknown_field"),
@@ -87,6 +90,19 @@ def test_bad_settings_are_refused_with_a_code(settings, code):
     assert info.value.code == code
     assert info.value.status == protocol.ERROR_STATUS[code]
     assert info.value.to_json() == {"error": code, "message": info.value.message}
+
+
+@pytest.mark.parametrize("precision", protocol.PRECISIONS)
+def test_every_precision_is_accepted_and_auto_is_the_default(precision):
+    assert SketchSettings().precision == "auto"
+    assert protocol.parse_settings({"precision": precision}).precision == precision
+
+
+def test_a_refused_choice_names_the_choices():
+    with pytest.raises(
+        ProtocolError, match="precision must be one of auto, fp32, bf16, got 'fp16'"
+    ):
+        protocol.parse_settings({"precision": "fp16"})
 
 
 def test_job_request_round_trip():

@@ -67,6 +67,18 @@ def test_plateau_is_recorded_so_the_run_can_be_reproduced(test_weights_dir, tmp_
     assert record["engine"]["eval_every"] == 10 and record["engine"]["augmentations"] == 4
 
 
+def test_precision_is_recorded_with_the_arithmetic_that_ran(test_weights_dir, tmp_path):
+    records = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.svg"
+        assert main(_args(test_weights_dir, out, "--precision", precision, "--no-image")) == 0
+        records[precision] = read_metadata(out.read_text())
+    assert records["fp32"]["settings"]["precision"] == "fp32"
+    assert records["fp32"]["models"]["loss_arithmetic"] == "float32"
+    assert records["bf16"]["settings"]["precision"] == "bf16"
+    assert records["bf16"]["models"]["loss_arithmetic"] == "bfloat16 autocast"
+
+
 def test_console_script_runs(test_weights_dir, tmp_path):
     out = tmp_path / "c.svg"
     script = Path(sys.executable).with_name("clipasso")
@@ -98,6 +110,7 @@ def test_console_script_runs(test_weights_dir, tmp_path):
         (["--width", "wide"], "width must be a number"),
         (["--loss-model", "RN9000"], "RN9000"),
         (["--color", "blue"], "color"),
+        (["--precision", "fp16"], "precision must be one of auto, fp32, bf16, got 'fp16'"),
     ],
 )
 def test_bad_settings_fail_in_one_line(test_weights_dir, tmp_path, capsys, change, message):

@@ -73,7 +73,7 @@ def _points(level) -> torch.Tensor:
     return torch.tensor([path.points for path in level.paths], dtype=torch.float64)
 
 
-def test_sketch_returns_every_level_in_image_pixels(batched, model_store):
+def test_sketch_returns_every_level_in_image_pixels(batched, model_store, precision):
     result, _ = batched
     assert [level.strokes for level in result.levels] == [2, 4]
     assert [len(level.paths) for level in result.levels] == [2, 4]
@@ -97,6 +97,7 @@ def test_sketch_returns_every_level_in_image_pixels(batched, model_store):
     assert result.models == {
         "loss": model_store.describe("test-tiny-rn"),
         "saliency": model_store.describe("test-tiny-vit"),
+        "loss_arithmetic": "bfloat16 autocast" if precision == "bf16" else "float32",
     }
     assert result.version == __version__
     assert result.device == "cpu"
@@ -145,6 +146,24 @@ def test_batched_levels_equal_separate_runs(image, model_store, dtype, loss_rtol
         # to go their own way: only the losses are compared then
         if dtype == torch.float32:
             assert torch.allclose(_points(alone), _points(level), atol=1e-3)
+
+
+@pytest.mark.parametrize("asked", ["fp32", "bf16"])
+def test_a_job_computes_in_the_precision_it_asks_for(image, model_store, test_weights_dir, asked):
+    """A job's ``precision`` overrides the store's: one loaded model serves both, and the
+    result equals a run on a store made in that precision, and says which arithmetic ran."""
+    from clipasso_server.engine.clip_models import ModelStore
+
+    config = _config(iterations=3, precision=asked)
+    result = sketch(image, config, model_store)
+    own = ModelStore("cpu", test_weights_dir, allow_download=False, precision=asked)
+    expected = sketch(image, dataclasses.replace(config, precision="auto"), own)
+    assert [lv.paths for lv in result.levels] == [lv.paths for lv in expected.levels]
+    arithmetic = {"fp32": "float32", "bf16": "bfloat16 autocast"}[asked]
+    assert result.models["loss_arithmetic"] == expected.models["loss_arithmetic"] == arithmetic
+    other = "bf16" if asked == "fp32" else "fp32"
+    differs = sketch(image, dataclasses.replace(config, precision=other), model_store)
+    assert [lv.paths for lv in differs.levels] != [lv.paths for lv in result.levels]
 
 
 def test_cancellation_stops_within_one_step(image, model_store):
@@ -320,6 +339,8 @@ def test_bad_settings_are_refused(image, model_store):
         sketch(image, _config(color="black"), model_store)
     with pytest.raises(SettingsError):
         sketch(image, _config(time_budget_s=0.0), model_store)
+    with pytest.raises(SettingsError, match="precision must be one of auto, fp32, bf16"):
+        sketch(image, _config(precision="fp16"), model_store)
     assert parse_color("#ff000080").tolist() == pytest.approx([1.0, 0.0, 0.0, 128 / 255])
 
 

@@ -51,6 +51,17 @@ FAST_HELP = (
 )
 
 
+#: ``--precision``: what each choice computes in, and what bf16 was measured to save and cost
+#: (bench/precision.py; README, "Arithmetic: float32 or bf16")
+PRECISION_HELP = (
+    "the loss model's arithmetic: fp32 (float32, the reference's), bf16 (bf16 autocast: "
+    "measured on a CPU with AVX512-BF16, bench/precision.py with random weights on 3 photos: "
+    "2.0-2.1x less CPU time, the sketch's float32 loss within 0.5%%; on a CPU without native "
+    "bf16 it is slower, not faster) or auto (bf16 on a CUDA GPU that supports it, float32 "
+    "elsewhere; default)"
+)
+
+
 def _int_or_text(text: str) -> int | str:
     """A whole number, or the text itself for protocol.parse_settings to refuse in one line
     (argparse's own refusal is a usage block)."""
@@ -139,6 +150,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: run every iteration)",
     )
     parser.add_argument("--fast", action="store_true", help=FAST_HELP)
+    parser.add_argument(
+        "--precision",
+        default=defaults.precision,
+        metavar="{" + ",".join(protocol.PRECISIONS) + "}",
+        help=PRECISION_HELP,
+    )
     photo = parser.add_mutually_exclusive_group()
     photo.add_argument(
         "--embed-image",
@@ -490,6 +507,7 @@ def _settings(
                 "iterations": args.iterations,
                 "seeds": args.seeds,
                 "schedule": "fast" if args.fast else "full",
+                "precision": args.precision,
                 "width": args.width,
                 "color": args.color,
                 "loss_model": args.loss_model,

@@ -11,6 +11,7 @@ smoke checks; ``write_test_weights`` writes their files.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import threading
@@ -130,6 +131,8 @@ class LossModel:
         self.input_size = int(visual.image_size)
         self.embed_dim = int(visual.output_dim)
         self._autocast_dtype = _autocast_dtype(device, precision)
+        self._compile_mode = compile_mode
+        self._by_precision: dict[str, LossModel] = {}
         # channels-last convolutions are faster with both cuDNN and oneDNN (CPU: ~30 % here)
         self._channels_last = device.type in ("cuda", "cpu")
         visual.eval()
@@ -146,6 +149,29 @@ class LossModel:
         #: True: open_clip's own attention pool (the pre-#22 path, for paired benches)
         self.legacy_pool = False
         self._trunk = _compiled(self._layers, compile_mode)
+
+    @property
+    def arithmetic(self) -> str:
+        """What the forward computes in: "bf16 autocast" or the weights' dtype ("float32")."""
+        if self._autocast_dtype is not None:
+            return f"{str(self._autocast_dtype).removeprefix('torch.')} autocast"
+        return str(self.dtype).removeprefix("torch.")
+
+    def in_precision(self, precision: str) -> LossModel:
+        """This model computing in a job's ``precision`` ("auto": as it was made), sharing
+        its weights: one loaded model serves jobs that ask for different arithmetic."""
+        dtype = (
+            self._autocast_dtype if precision == "auto" else _autocast_dtype(self.device, precision)
+        )
+        if dtype == self._autocast_dtype:
+            return self
+        if precision not in self._by_precision:
+            other = copy.copy(self)
+            other._autocast_dtype = dtype
+            other._by_precision = {}
+            other._trunk = _compiled(other._layers, self._compile_mode)
+            self._by_precision[precision] = other
+        return self._by_precision[precision]
 
     def features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         """images [B,3,224,224] RGB in [0,1] -> ([layer2, layer3], pooled embedding [B,D]).
@@ -242,16 +268,34 @@ class ClassTokenPool(nn.Module):
         return F.linear(pooled, self.weight_out, self.bias_out)
 
 
+#: the loss model's arithmetic a job may ask for (the protocol's PRECISIONS)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """A SettingsError in one line for a precision that is not one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast
+    halves a step's arithmetic time; elsewhere oneDNN converts to float32 and gains nothing.
+    torch has no public call for it; its private ones are used where they exist."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast on CUDA GPUs that support it ("auto"); "bf16" asks for it on any device
-    (the CPU too: tests run the mixed-precision path there with ``--dtype bfloat16``)."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise SettingsError(f"unknown precision {precision!r}: use 'auto', 'fp32' or 'bf16'")
+    """The autocast dtype of ``precision``: "auto" is bf16 on CUDA GPUs that support it;
+    "bf16" asks for it on any device (the CPU too: tests run the mixed-precision path there
+    with ``--dtype bfloat16``); None: the weights' own dtype."""
+    check_precision(precision)
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "fp32" or device.type != "cuda":
+    if precision == "fp32":
         return None
-    if torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 

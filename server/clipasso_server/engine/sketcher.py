@@ -28,6 +28,7 @@ from torch import Tensor
 import clipasso_server
 from clipasso_server.engine import weight_check
 from clipasso_server.engine.background import whiten_background
+from clipasso_server.engine.clip_models import check_precision
 from clipasso_server.engine.errors import Cancelled, SettingsError
 from clipasso_server.engine.image_input import CanvasPlacement, image_to_canvas
 from clipasso_server.engine.optimise import (
@@ -99,6 +100,7 @@ def _check(config: SketchConfig) -> None:
         raise SettingsError("time_budget_s must be a positive number of seconds (or None)")
     check_start_strokes(config)
     check_schedule(config.schedule)
+    check_precision(config.precision)
 
 
 def prepare_photo(
@@ -288,7 +290,7 @@ def sketch(
         raise Cancelled("cancelled before starting")
     # every weight file first, so a missing one is named with all the others, before any load
     models.require(weight_check.job_models(config))
-    loss_model = models.loss_model(config.loss_model)
+    loss_model = models.loss_model(config.loss_model).in_precision(config.precision)
     saliency_model = models.saliency_model(config.saliency_model)
     from clipasso_server.engine.render import get_renderer
 
@@ -310,6 +312,7 @@ def sketch(
         models={
             "loss": models.describe(config.loss_model),
             "saliency": models.describe(config.saliency_model),
+            "loss_arithmetic": loss_model.arithmetic,
         },
         device=str(models.device),
     )

@@ -15,7 +15,7 @@ from typing import Any
 class SketchConfig:
     """Everything one sketch job needs to know; the defaults are the reference's.
 
-    The first fourteen fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
+    The first fifteen fields mirror ``inkscape_clipasso.protocol.SketchSettings`` field for field,
     so ``SketchConfig(**settings.to_json())`` converts a validated request (levels may be a list
     or tuple). ``width`` is the full stroke width in pixels of the ``canvas``-sized square.
     """
@@ -39,6 +39,9 @@ class SketchConfig:
     start_strokes: tuple[tuple[tuple[float, float], ...], ...] = ()
     #: the start strokes do not move (their gradients are masked)
     keep_start_strokes: bool = False
+    #: the loss model's arithmetic: "auto" (bf16 autocast where the device computes bf16
+    #: natively, float32 elsewhere), "fp32" (the reference's), "bf16"
+    precision: str = "auto"
     # Engine-only knobs (not in the protocol):
     canvas: int = 224
     eval_every: int = 10
@@ -72,6 +75,7 @@ class SketchConfig:
             "schedule": self.schedule,
             "start_strokes": [[list(p) for p in stroke] for stroke in self.start_strokes],
             "keep_start_strokes": self.keep_start_strokes,
+            "precision": self.precision,
         }
 
     def engine_json(self) -> dict[str, Any]:
