@@ -102,6 +102,12 @@ class ClipassoSketch(inkex.EffectExtension):
         pars.add_argument(
             "--schedule", default="full", choices=protocol.SCHEDULES, help="full, or fast (Quick)"
         )
+        pars.add_argument(
+            "--precision",
+            default="auto",
+            choices=protocol.PRECISIONS,
+            help="the loss model's arithmetic: auto, fp32 (Exact) or bf16 (Fast)",
+        )
         pars.add_argument("--seed", type=int, default=0, help="random seed")
         pars.add_argument("--width_mode", default="reference", choices=("reference", "document"))
         pars.add_argument("--width", type=float, default=0.5, help="in document units")
@@ -314,6 +320,7 @@ class ClipassoSketch(inkex.EffectExtension):
                 "iterations": options.iterations,
                 "seeds": options.seeds,
                 "schedule": options.schedule,
+                "precision": options.precision,
                 "seed": options.seed,
                 "color": colour_hex(options.color),
                 "remove_background": bool(options.remove_background),
