@@ -238,6 +238,7 @@ def test_form_is_labelled_and_keyboard_ordered(start_daemon, page):
         "time-budget",
         "seeds",
         "schedule",
+        "precision",
         "width",
         "color",
         "remove-background",

@@ -446,6 +446,7 @@ function formSettings() {
     iterations: numberField("iterations", (t) => parseInt(t, 10)),
     seeds: numberField("seeds", (t) => parseInt(t, 10)),
     schedule: $("schedule").value,
+    precision: $("precision").value,
     width: numberField("width", parseFloat),
     color: $("color").value,
     remove_background: $("remove-background").checked,
