@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from report import write_report
+from report import add_precision_option, write_report
 
 LADDER = (4, 8, 16, 32)
 MODELS = {
@@ -80,7 +80,9 @@ def measure_one(args: argparse.Namespace) -> dict:
     loss_name, saliency_name = MODELS[args.models]
     device = torch.device(args.device)
     rss_import = _status_bytes("VmRSS")
-    store = ModelStore(device, weights_dir=args.weights_dir, allow_download=False)
+    store = ModelStore(
+        device, weights_dir=args.weights_dir, allow_download=False, precision=args.precision
+    )
     store.loss_model(loss_name)
     store.saliency_model(saliency_name)
     rss_loaded = _status_bytes("VmRSS")
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/memory.json")
     parser.add_argument("--weights-dir", default=None, help="default: bench/results/<models>-w")
     parser.add_argument("--one", type=_grid, help=argparse.SUPPRESS)
+    add_precision_option(parser)
     args = parser.parse_args(argv)
     args.weights_dir = args.weights_dir or f"bench/results/{args.models}-weights"
     if args.one:
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, __file__, "--one", f"{levels}x{seeds}"]
         command += ["--models", args.models, "--device", args.device]
         command += ["--threads", str(args.threads), "--weights-dir", str(weights_dir)]
+        command += ["--precision", args.precision]
         with tempfile.TemporaryFile("w+") as errors:
             done = subprocess.run(command, stdout=subprocess.PIPE, stderr=errors, text=True)
             if done.returncode != 0:

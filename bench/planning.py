@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import write_report
+from report import add_precision_option, write_report
 
 DIALOG_LIMITS_S = (120.0, 600.0, 3600.0)
 DEFAULT_LEVELS, DEFAULT_SEEDS, DEFAULT_ITERATIONS, DEFAULT_VIEWS = 4, 3, 2000, 4
@@ -178,7 +178,7 @@ def paired_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     weights = Path(args.weights_dir)
     write_random_weights(weights, ("RN101", "ViT-B-32"))
-    store = ModelStore(torch.device("cpu"), weights, allow_download=False)
+    store = ModelStore(torch.device("cpu"), weights, allow_download=False, precision=args.precision)
     began = time.perf_counter()
     store.loss_model("RN101"), store.saliency_model("ViT-B-32")
     print(f"models loaded in {time.perf_counter() - began:.1f} s", flush=True)
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--load-s", type=float, default=26.0, help="model loading, seconds")
     parser.add_argument("--out", default="bench/results/planning.json")
+    add_precision_option(parser)
     args = parser.parse_args(argv)
 
     print("the dialog's time limits, default job (4 levels x 3 seeds x 2000 iterations):")

@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from report import write_report
+from report import add_precision_option, write_report
 from step import ellipse_photo
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -52,14 +52,17 @@ GROUPS = (
 )
 
 
-def load_rn101(weights_dir: Path, device: torch.device | str = "cpu") -> loop.FeatureModel:
+def load_rn101(
+    weights_dir: Path, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> loop.FeatureModel:
     """Full-size RN101 with random weights, through the real loading path (ModelStore from a
     safetensors file; the step uses no other model, the ViT only makes the saliency map)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from memory import write_random_weights
 
     write_random_weights(weights_dir, ("RN101",))
-    return ModelStore(device, weights_dir, allow_download=False).loss_model("RN101")
+    store = ModelStore(device, weights_dir, allow_download=False, precision=precision)
+    return store.loss_model("RN101")
 
 
 def _group(name: str) -> str:
@@ -200,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--weights-dir", default="bench/results/rn101-weights")
     parser.add_argument("--out", default="bench/results/profile_step.json")
+    add_precision_option(parser)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    model = load_rn101(Path(args.weights_dir))
+    model = load_rn101(Path(args.weights_dir), precision=args.precision)
     rows = []
     for path in ("legacy", "new") if args.path == "both" else (args.path,):
         rows.append(profile_steps(model, LADDER[: args.levels], args.seeds, args.steps, path))

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from report import write_report
+from report import add_precision_option, write_report
 
 from clipasso_server.engine import pruning
 from clipasso_server.engine.clip_models import ModelStore, write_test_weights
@@ -69,7 +69,7 @@ def _store(args: argparse.Namespace) -> tuple[ModelStore, str, str]:
 
         write_random_weights(weights, ("RN101", "ViT-B-32"))
         names = ("RN101", "ViT-B-32")
-    store = ModelStore("cpu", weights, allow_download=False)
+    store = ModelStore("cpu", weights, allow_download=False, precision=args.precision)
     store.loss_model(names[0])  # loaded before any timing
     store.saliency_model(names[1])
     return store, *names
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default="bench/results/pruning-weights")
     parser.add_argument("--out", default="bench/results/pruning.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny models")
+    add_precision_option(parser)
     parser.add_argument(
         "--long",
         type=int,

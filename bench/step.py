@@ -11,13 +11,16 @@ The photo's augmented views go through a separate no-grad forward, as in ``sketc
 
     python bench/step.py [--threads 2] [--steps 20] [--device auto|cpu|cuda] [--quick]
                          [--compile MODE] [--out bench/results/step.json]
-    python bench/step.py --paired PAIRS [--levels 4] [--seeds 3] [--out FILE]
+    python bench/step.py --paired PAIRS [--levels 4] [--seeds 3] [--precision fp32|bf16]
+                         [--out FILE]
 
 --quick is a smoke run (2 timed steps, RN101 with one level and one seed). --compile runs the
 loss model through torch.compile (e.g. reduce-overhead: CUDA graphs). --paired times the
 pre-#22 step ("legacy": one batch through the loss model, open_clip's attention pool) and
 today's ("new") alternately on one full-size random RN101 loaded through ModelStore, and
 reports each pair's legacy/new ratio and their median (issue 22's target: >= 1.5 on the CPU).
+--precision is the new path's arithmetic (default fp32; the legacy path is always float32):
+``--precision bf16`` times the pre-#22 float32 step against today's step under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from report import write_report
+from report import add_precision_option, write_report
 
 from clipasso_server.engine.clip_models import (
     COMPILE_MODES,
@@ -66,21 +69,27 @@ def ellipse_photo(device: torch.device) -> torch.Tensor:
     return photo.to(device)
 
 
-def _tiny_model(device: torch.device, weights_dir: Path, compile_mode: str | None) -> LossModel:
+def _tiny_model(
+    device: torch.device, weights_dir: Path, compile_mode: str | None, precision: str
+) -> LossModel:
     if not (weights_dir / "test-tiny-rn.safetensors").exists():
         write_test_weights(weights_dir)
-    store = ModelStore(device, weights_dir, allow_download=False, compile_mode=compile_mode)
+    store = ModelStore(
+        device, weights_dir, allow_download=False, compile_mode=compile_mode, precision=precision
+    )
     return store.loss_model("test-tiny-rn")
 
 
-def _rn101_random(device: torch.device, compile_mode: str | None) -> LossModel:
+def _rn101_random(device: torch.device, compile_mode: str | None, precision: str) -> LossModel:
     import open_clip
 
     model = open_clip.create_model("RN101-quickgelu", pretrained=None, device="cpu")
     visual = model.visual
     visual.eval()
     visual.requires_grad_(False)
-    return LossModel("RN101-random", "random", visual, device, compile_mode=compile_mode)
+    return LossModel(
+        "RN101-random", "random", visual, device, precision=precision, compile_mode=compile_mode
+    )
 
 
 def _peak_rss_mib() -> float:
@@ -154,12 +163,17 @@ def paired_steps(
     seeds: int,
     pairs: int,
     chunk: int | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Alternate one step of the legacy path and one of the new path, ``pairs`` times (after
-    one warm-up step each), on the same model, photo and start; the order within a pair
-    alternates too. Each step is the loop's body (views, render, loss and backward, Adam)."""
+    one warm-up step each), on the same weights, photo and start; the order within a pair
+    alternates too. Each step is the loop's body (views, render, loss and backward, Adam).
+    The legacy path computes in ``loss_model``'s float32; the new one in ``precision``."""
     photo = ellipse_photo(device)
-    target = Target(photo, loss_model)
+    targets = {
+        "legacy": Target(photo, loss_model),
+        "new": Target(photo, loss_model.in_precision(precision)),
+    }
     saliency = torch.rand(CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
     points, mask = start_points(saliency, levels, tuple(range(seeds)), CANVAS)
     drawing = Drawing(
@@ -175,6 +189,7 @@ def paired_steps(
         if chunk is not None and path == "new":
             settings = LoopSettings(iterations=1, chunk_images=chunk)
         p, optimizer, generator = state[path]
+        target = targets[path]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         began, cpu_began = time.perf_counter(), time.process_time()
@@ -214,6 +229,7 @@ def paired_steps(
         "sketches": len(levels) * seeds,
         "pairs": pairs,
         "chunk_images": chunk or None,
+        "new_precision": precision,
         "legacy_s": [round(t, 3) for t in legacy_s],
         "new_s": [round(t, 3) for t in new_s],
         "ratios": [round(r, 3) for r in ratios],
@@ -252,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, default=4, help="--paired: first N of 4,8,16,32")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="--paired: seeds per level")
     parser.add_argument("--chunk", type=int, default=None, help="--paired: images per chunk")
+    add_precision_option(parser)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -259,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         from profile_step import load_rn101
 
         device = torch.device("cpu" if args.device == "auto" else args.device)
-        model = load_rn101(Path("bench/results/rn101-weights"), device)
+        model = load_rn101(Path("bench/results/rn101-weights"), device, "fp32")
         levels = LEVELS[: args.levels]
         print(f"paired: {len(levels)} levels x {args.seeds} seeds, {args.threads} threads")
-        row = paired_steps(model, device, levels, args.seeds, args.paired, args.chunk)
+        row = paired_steps(
+            model, device, levels, args.seeds, args.paired, args.chunk, args.precision
+        )
         print(
             f"median legacy/new ratio {row['median_ratio']:.2f} (CPU time "
             f"{row['median_cpu_ratio']:.2f}) over {row['pairs']} pairs "
@@ -292,13 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         wanted = set(args.models.split(","))
         weights = Path(args.weights_dir)
-        tiny = _tiny_model(device, weights, args.compile) if "tiny" in wanted else None
-        full = _rn101_random(device, args.compile) if "rn101" in wanted else None
+        tiny = (
+            _tiny_model(device, weights, args.compile, args.precision) if "tiny" in wanted else None
+        )
+        full = _rn101_random(device, args.compile, args.precision) if "rn101" in wanted else None
         for model in (m for m in (tiny, full) if m is not None):
             levels, seeds = ((4,), 1) if args.quick and model is full else (LEVELS, SEEDS)
             row = time_steps(model, device, levels, seeds, steps, warmup)
             row["quick"] = args.quick
             row["compile"] = args.compile
+            row["precision"] = args.precision
             rows.append(row)
             print(_format(row), flush=True)
 
