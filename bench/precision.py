@@ -26,13 +26,12 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
-from pruning import _photo
+from pruning import _photo, bench_weights
 from report import write_report
 
-from clipasso_server.engine.clip_models import ModelStore, cpu_computes_bf16, write_test_weights
+from clipasso_server.engine.clip_models import ModelStore, cpu_computes_bf16
 from clipasso_server.engine.sketcher import sketch
 from clipasso_server.engine.types import Progress, SketchConfig
 
@@ -40,15 +39,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def _stores(args: argparse.Namespace) -> tuple[dict[str, ModelStore], str, str]:
-    weights = Path(args.weights_dir)
-    if args.quick:
-        write_test_weights(weights)
-        names = ("test-tiny-rn", "test-tiny-vit")
-    else:
-        from memory import write_random_weights
-
-        write_random_weights(weights, ("RN101", "ViT-B-32"))
-        names = ("RN101", "ViT-B-32")
+    weights, *names = bench_weights(args)
     stores = {p: ModelStore("cpu", weights, allow_download=False, precision=p) for p in PRECISIONS}
     for store in stores.values():  # loaded before any timing
         store.loss_model(names[0])

@@ -59,16 +59,21 @@ def _photo(name: str) -> Image.Image:
     return Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert("RGB")
 
 
-def _store(args: argparse.Namespace) -> tuple[ModelStore, str, str]:
+def bench_weights(args: argparse.Namespace) -> tuple[Path, str, str]:
+    """The models' weight files written once under --weights-dir (random full-size RN101 and
+    ViT-B/32, or the tiny test models with --quick): the folder and the two models' names."""
     weights = Path(args.weights_dir)
     if args.quick:
         write_test_weights(weights)
-        names = ("test-tiny-rn", "test-tiny-vit")
-    else:
-        from memory import write_random_weights
+        return weights, "test-tiny-rn", "test-tiny-vit"
+    from memory import write_random_weights
 
-        write_random_weights(weights, ("RN101", "ViT-B-32"))
-        names = ("RN101", "ViT-B-32")
+    write_random_weights(weights, ("RN101", "ViT-B-32"))
+    return weights, "RN101", "ViT-B-32"
+
+
+def _store(args: argparse.Namespace) -> tuple[ModelStore, str, str]:
+    weights, *names = bench_weights(args)
     store = ModelStore("cpu", weights, allow_download=False, precision=args.precision)
     store.loss_model(names[0])  # loaded before any timing
     store.saliency_model(names[1])

@@ -55,6 +55,33 @@ def page(browser):
     context.close()
 
 
+@pytest.fixture
+def submit_form_job(page):
+    """``submit_form_job(iterations=, seeds=, choose={select: label}) -> (row, job id)``:
+    fill the open page's form for a 2-stroke job of the tiny models on a small PNG, make the
+    choices, submit, and wait until its row says done."""
+    from daemon_helpers import HANG_S, TINY_MODELS, png_bytes
+    from playwright.sync_api import expect
+
+    def submit(iterations: int, seeds: int, choose: dict[str, str]):
+        png = {"name": "disc.png", "mimeType": "image/png", "buffer": png_bytes()}
+        page.set_input_files("#image", files=[png])
+        page.fill("#levels", "2")
+        page.fill("#iterations", str(iterations))
+        page.fill("#seeds", str(seeds))
+        for select, label in choose.items():
+            page.select_option(select, label=label)
+        page.click("details > summary")
+        page.fill("#loss-model", TINY_MODELS["loss_model"])
+        page.fill("#saliency-model", TINY_MODELS["saliency_model"])
+        page.click("#submit")
+        row = page.locator("li.job").first
+        expect(row).to_have_attribute("data-state", "done", timeout=int(HANG_S * 1000))
+        return row, row.get_attribute("data-id")
+
+    return submit
+
+
 def _note_console(page, message) -> None:
     # A 409 before the first snapshot (or a 401 before the token) is the API at work, and
     # Chromium logs each as "Failed to load resource"; any other error is the page's fault.

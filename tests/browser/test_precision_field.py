@@ -5,7 +5,6 @@ Chromium, real in-process daemon, tiny models."""
 from __future__ import annotations
 
 import pytest
-from daemon_helpers import HANG_S, TINY_MODELS, png_bytes
 
 from inkscape_clipasso import protocol
 
@@ -13,7 +12,6 @@ pytestmark = pytest.mark.browser
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
-HANG_MS = int(HANG_S * 1000)
 #: what a select's drop-down arrow takes of its box, generously (Chromium draws it in ~16 px)
 ARROW_PX = 24
 #: each option's text width in the select's own font
@@ -29,26 +27,14 @@ TEXT_WIDTHS = """s => {
     ("label", "sent", "ran"),
     [("Exact (fp32)", "fp32", "float32"), ("Fast (bf16)", "bf16", "bfloat16 autocast")],
 )
-def test_the_arithmetic_chosen_is_the_one_that_runs(start_daemon, page, label, sent, ran):
+def test_the_arithmetic_chosen_is_the_one_that_runs(
+    start_daemon, page, submit_form_job, label, sent, ran
+):
     client, _ = start_daemon()
     page.goto(client.url + "/")
     expect(page.locator("#precision")).to_have_value("auto")
     expect(page.locator("#precision-hint")).to_contain_text("Auto uses bf16 only where")
-    page.set_input_files(
-        "#image", files=[{"name": "disc.png", "mimeType": "image/png", "buffer": png_bytes()}]
-    )
-    page.fill("#levels", "2")
-    page.fill("#iterations", "3")
-    page.fill("#seeds", "1")
-    page.select_option("#precision", label=label)
-    page.click("details > summary")
-    page.fill("#loss-model", TINY_MODELS["loss_model"])
-    page.fill("#saliency-model", TINY_MODELS["saliency_model"])
-    page.click("#submit")
-
-    row = page.locator("li.job").first
-    expect(row).to_have_attribute("data-state", "done", timeout=HANG_MS)
-    job_id = row.get_attribute("data-id")
+    _, job_id = submit_form_job(iterations=3, seeds=1, choose={"#precision": label})
     assert client.status(job_id)["state"] == protocol.DONE
     result = client.result(job_id)
     assert result["settings"]["precision"] == sent

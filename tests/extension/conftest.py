@@ -36,6 +36,18 @@ def daemon(tmp_path_factory):
 
 
 @pytest.fixture
+def single_photo_svg(tmp_path):
+    """A document holding one 8x8 photo, ``img1``: what most dialog tests select."""
+    from ext_helpers import data_uri, make_png, svg_doc
+
+    path = tmp_path / "in.svg"
+    path.write_text(
+        svg_doc(f'<image id="img1" width="8" height="8" xlink:href="{data_uri(make_png(8, 8))}"/>')
+    )
+    return path
+
+
+@pytest.fixture
 def fake_daemon():
     """A protocol-speaking daemon on 127.0.0.1 whose answers the test controls."""
     with FakeDaemonServer(FakeDaemon()) as fake:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
+from ext_helpers import by_id, run_extension
 from lxml import etree
 from test_update_sketches import run_update, sketch_now
 
@@ -22,21 +22,12 @@ def running(fake_daemon):
     return fake_daemon
 
 
-@pytest.fixture
-def photo_svg(tmp_path):
-    path = tmp_path / "in.svg"
-    path.write_text(
-        svg_doc(f'<image id="img1" width="8" height="8" xlink:href="{data_uri(make_png(8, 8))}"/>')
-    )
-    return path
-
-
 @pytest.mark.parametrize(
     ("chosen", "sent"),
     [((), "auto"), (("--precision=fp32",), "fp32"), (("--precision=bf16",), "bf16")],
 )
-def test_the_precision_chosen_is_the_precision_sent(photo_svg, fake_daemon, chosen, sent):
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", *chosen)
+def test_the_precision_chosen_is_the_precision_sent(single_photo_svg, fake_daemon, chosen, sent):
+    run = run_extension(single_photo_svg, "--id=img1", f"--url={fake_daemon.url}", *chosen)
     assert run.status == 0, run.stderr
     (settings,) = fake_daemon.submitted_settings()
     assert settings.precision == sent
@@ -45,20 +36,24 @@ def test_the_precision_chosen_is_the_precision_sent(photo_svg, fake_daemon, chos
     assert recorded["precision"] == sent
 
 
-def test_an_unknown_precision_is_refused_in_one_line(photo_svg, fake_daemon):
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--precision=fp16")
+def test_an_unknown_precision_is_refused_in_one_line(single_photo_svg, fake_daemon):
+    run = run_extension(
+        single_photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--precision=fp16"
+    )
     assert run.status != 0
     assert "--precision" in run.stderr and "fp16" in run.stderr
     assert run.output == b""  # the document untouched
     assert fake_daemon.submitted_settings() == []
 
 
-def test_the_arithmetic_that_ran_is_recorded_with_the_models(photo_svg, fake_daemon):
+def test_the_arithmetic_that_ran_is_recorded_with_the_models(single_photo_svg, fake_daemon):
     def with_arithmetic(result):
         return {**result, "models": {**result["models"], "loss_arithmetic": "bfloat16 autocast"}}
 
     fake_daemon.result_override = with_arithmetic
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--precision=bf16")
+    run = run_extension(
+        single_photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--precision=bf16"
+    )
     assert run.status == 0 and run.stderr == "", run.stderr
     models = json.loads(by_id(run.svg, "clipasso-img1").get(CLIPASSO + "models"))
     assert models == {

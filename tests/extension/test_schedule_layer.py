@@ -4,8 +4,7 @@ iterations were cut is named unfinished (issue 22: a reduced schedule is never s
 
 from __future__ import annotations
 
-import pytest
-from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
+from ext_helpers import by_id, run_extension
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -15,30 +14,23 @@ NOTE = (
 )
 
 
-@pytest.fixture
-def photo_svg(tmp_path):
-    path = tmp_path / "in.svg"
-    path.write_text(
-        svg_doc(f'<image id="img1" width="8" height="8" xlink:href="{data_uri(make_png(8, 8))}"/>')
-    )
-    return path
-
-
 def _planned(result):
     return {**result, "steps_run": 120, "stop_reason": "budget", "schedule_notes": [NOTE]}
 
 
-def test_a_planned_sketch_says_what_was_reduced_and_is_named_unfinished(photo_svg, fake_daemon):
+def test_a_planned_sketch_says_what_was_reduced_and_is_named_unfinished(
+    single_photo_svg, fake_daemon
+):
     fake_daemon.result_override = _planned
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3")
+    run = run_extension(single_photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3")
     assert run.status == 0, run.stderr
     parent = by_id(run.svg, "clipasso-img1")
     assert parent.find(f"{SVG}desc").text.endswith(f"\nReduced: {NOTE}.")
     assert parent.get(LABEL) == "CLIPasso: img1, unfinished: step 120 of 2000 (time limit)"
 
 
-def test_a_sketch_nothing_was_reduced_for_has_no_such_line(photo_svg, fake_daemon):
-    run = run_extension(photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3")
+def test_a_sketch_nothing_was_reduced_for_has_no_such_line(single_photo_svg, fake_daemon):
+    run = run_extension(single_photo_svg, "--id=img1", f"--url={fake_daemon.url}", "--levels=2,3")
     assert run.status == 0, run.stderr
     parent = by_id(run.svg, "clipasso-img1")
     assert "Reduced" not in parent.find(f"{SVG}desc").text
