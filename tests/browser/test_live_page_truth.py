@@ -41,9 +41,9 @@ class SlowLoads:
     def __getattr__(self, name: str):
         return getattr(self.store, name)
 
-    def loss_model(self, name: str):
+    def loss_model(self, name: str, precision: str = "auto"):
         assert self.go.wait(HANG_S)
-        return self.store.loss_model(name)
+        return self.store.loss_model(name, precision)
 
     def saliency_model(self, name: str):
         assert self.go.wait(HANG_S)

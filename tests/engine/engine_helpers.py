@@ -9,7 +9,7 @@ class CountingModel:
 
     def __init__(self, model) -> None:
         self.model = model
-        self.input_size = model.input_size
+        self.input_size, self.arithmetic = model.input_size, model.arithmetic
         self.calls: list[int] = []
 
     def features(self, images):

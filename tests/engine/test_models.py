@@ -176,6 +176,54 @@ def test_features_embedding_is_open_clips_forward_on_normalised_images(model_sto
     torch.testing.assert_close(embedding, expected)
 
 
+@pytest.mark.parametrize(
+    ("native", "arithmetic"), [(True, "bfloat16 autocast"), (False, "float32")]
+)
+def test_auto_computes_in_bf16_only_on_a_cpu_that_does_natively(
+    test_weights_dir, monkeypatch, native, arithmetic
+):
+    """ "auto" on the CPU: bf16 autocast where the CPU computes bf16 natively (half the time,
+    bench/precision.py), float32 where oneDNN would only convert and gain nothing."""
+    from clipasso_server.engine import clip_models
+
+    monkeypatch.setattr(clip_models, "cpu_computes_bf16", lambda: native)
+    store = ModelStore("cpu", test_weights_dir, allow_download=False)
+    model = store.loss_model(TEST_LOSS_MODEL)
+    assert model.arithmetic == arithmetic
+    assert model.in_precision("auto") is model
+    assert model.in_precision("fp32").arithmetic == "float32"
+    assert model.in_precision("bf16").arithmetic == "bfloat16 autocast"
+    images = torch.rand(1, 3, model.input_size, model.input_size)
+    _, embedding = model.features(images)
+    assert embedding.dtype == torch.float32  # returned in the weights' dtype either way
+
+
+def test_a_precision_view_shares_the_weights_and_is_made_once(model_store):
+    model = model_store.loss_model(TEST_LOSS_MODEL)
+    other = "bf16" if model.arithmetic == "float32" else "fp32"
+    view = model.in_precision(other)
+    assert view is not model and model.in_precision(other) is view
+    assert view.visual is model.visual
+    images = torch.rand(2, 3, model.input_size, model.input_size)
+    _, mine = model.features(images)
+    _, theirs = view.features(images)
+    assert not torch.equal(mine, theirs)
+    assert torch.allclose(mine, theirs, rtol=0.1, atol=0.05 * float(mine.abs().max()))
+
+
+def test_cpu_computes_bf16_follows_torchs_cpu_checks(monkeypatch):
+    from clipasso_server.engine import clip_models
+
+    for avx512_bf16, amx, expected in [
+        (True, False, True),
+        (False, True, True),
+        (False, False, False),
+    ]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert clip_models.cpu_computes_bf16() is expected
+
+
 def test_features_reject_wrong_size(model_store):
     with pytest.raises(ValueError, match="224"):
         model_store.loss_model(TEST_LOSS_MODEL).features(torch.rand(1, 3, 100, 100))

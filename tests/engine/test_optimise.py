@@ -292,9 +292,9 @@ class LoadingTakesTime:
     def __init__(self, store, clock: FakeClock, load_s: float) -> None:
         self.store, self.clock, self.load_s = store, clock, load_s
 
-    def loss_model(self, name: str):
+    def loss_model(self, name: str, precision: str = "auto"):
         self.clock.now += self.load_s
-        return self.store.loss_model(name)
+        return self.store.loss_model(name, precision)
 
     def saliency_model(self, name: str):
         self.clock.now += self.load_s

@@ -42,7 +42,7 @@ class TimedModel:
 
     def __init__(self, model, clock: FakeClock) -> None:
         self.model, self.clock = model, clock
-        self.input_size = model.input_size
+        self.input_size, self.arithmetic = model.input_size, model.arithmetic
         self.batches: list[int] = []
 
     def features(self, images):
@@ -60,8 +60,8 @@ class TimedStore:
         self.store, self.clock = store, clock
         self.timed: TimedModel | None = None
 
-    def loss_model(self, name: str):
-        self.timed = TimedModel(self.store.loss_model(name), self.clock)
+    def loss_model(self, name: str, precision: str = "auto"):
+        self.timed = TimedModel(self.store.loss_model(name, precision), self.clock)
         return self.timed
 
     def __getattr__(self, name: str):

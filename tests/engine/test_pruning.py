@@ -47,8 +47,8 @@ class CountingStore:
         self.store = store
         self.counting: CountingModel | None = None
 
-    def loss_model(self, name):
-        self.counting = CountingModel(self.store.loss_model(name))
+    def loss_model(self, name, precision="auto"):
+        self.counting = CountingModel(self.store.loss_model(name, precision))
         return self.counting
 
     def __getattr__(self, name):

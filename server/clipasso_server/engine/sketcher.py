@@ -290,7 +290,7 @@ def sketch(
         raise Cancelled("cancelled before starting")
     # every weight file first, so a missing one is named with all the others, before any load
     models.require(weight_check.job_models(config))
-    loss_model = models.loss_model(config.loss_model).in_precision(config.precision)
+    loss_model = models.loss_model(config.loss_model, config.precision)
     saliency_model = models.saliency_model(config.saliency_model)
     from clipasso_server.engine.render import get_renderer
 
