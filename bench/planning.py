@@ -20,6 +20,7 @@ Two parts:
 
     python bench/planning.py [--budget 210] [--levels 16] [--seeds 3] [--pairs 1]
                              [--threads 2] [--default-step-s 55.6,17.6] [--load-s 26]
+                             [--one-sketch-share 0.144]
                              [--out bench/results/planning.json]
 """
 
@@ -44,9 +45,12 @@ DEFAULT_LEVELS, DEFAULT_SEEDS, DEFAULT_ITERATIONS, DEFAULT_VIEWS = 4, 3, 2000, 4
 ONE_SKETCH_SHARE = 8.0 / 55.6
 
 
-def measured_step_s(full_step_s: float, sketches: int, of: int) -> float:
-    """A step of ``sketches`` of ``of``: linear between the two measured points."""
-    share = ONE_SKETCH_SHARE + (1 - ONE_SKETCH_SHARE) * (sketches - 1) / (of - 1)
+def measured_step_s(
+    full_step_s: float, sketches: int, of: int, one_share: float = ONE_SKETCH_SHARE
+) -> float:
+    """A step of ``sketches`` of ``of``: linear between the two measured points (a step of
+    one sketch costs ``one_share`` of a step of all)."""
+    share = one_share + (1 - one_share) * (sketches - 1) / (of - 1)
     return full_step_s * share
 
 
@@ -58,7 +62,13 @@ class FakeClock:
         return self.now
 
 
-def simulate(budget_s: float, load_s: float, full_step_s: float, plan: bool) -> dict[str, Any]:
+def simulate(
+    budget_s: float,
+    load_s: float,
+    full_step_s: float,
+    plan: bool,
+    one_share: float = ONE_SKETCH_SHARE,
+) -> dict[str, Any]:
     """The default job in ``budget_s`` on a fake clock: steps, sketches per level, notes."""
     import torch
 
@@ -89,7 +99,7 @@ def simulate(budget_s: float, load_s: float, full_step_s: float, plan: bool) -> 
     budget.begin()
     while steps < iterations and budget.allows_another():
         active = sum(not f for f in best.frozen)
-        clock.now += measured_step_s(full_step_s, active, sketches)
+        clock.now += measured_step_s(full_step_s, active, sketches, one_share)
         steps += 1
         budget.step_done()
         if plan:
@@ -111,12 +121,14 @@ def simulate(budget_s: float, load_s: float, full_step_s: float, plan: bool) -> 
     }
 
 
-def dialog_table(step_times: list[float], load_s: float) -> list[dict[str, Any]]:
+def dialog_table(
+    step_times: list[float], load_s: float, one_share: float = ONE_SKETCH_SHARE
+) -> list[dict[str, Any]]:
     rows = []
     for step_s in step_times:
         for limit in DIALOG_LIMITS_S:
             for plan in (False, True):
-                row = simulate(limit, load_s, step_s, plan)
+                row = simulate(limit, load_s, step_s, plan, one_share)
                 row["full_step_s"] = step_s
                 row["load_s"] = load_s
                 rows.append(row)
@@ -218,12 +230,20 @@ def main(argv: list[str] | None = None) -> int:
         help="full default step times (s) for the dialog table, comma-separated",
     )
     parser.add_argument("--load-s", type=float, default=26.0, help="model loading, seconds")
+    parser.add_argument(
+        "--one-sketch-share",
+        type=float,
+        default=ONE_SKETCH_SHARE,
+        help="a step of 1 sketch / a step of all 12 (default 8.0/55.6, float32 as measured)",
+    )
     parser.add_argument("--out", default="bench/results/planning.json")
     add_precision_option(parser)
     args = parser.parse_args(argv)
 
     print("the dialog's time limits, default job (4 levels x 3 seeds x 2000 iterations):")
-    table = dialog_table([float(v) for v in args.default_step_s.split(",")], args.load_s)
+    table = dialog_table(
+        [float(v) for v in args.default_step_s.split(",")], args.load_s, args.one_sketch_share
+    )
     pairs = paired_runs(args) if args.pairs else []
     write_report(
         args.out,
