@@ -55,10 +55,11 @@ FAST_HELP = (
 #: (bench/precision.py; README, "Arithmetic: float32 or bf16")
 PRECISION_HELP = (
     "the loss model's arithmetic: fp32 (float32, the reference's), bf16 (bf16 autocast: "
-    "measured on a CPU with AVX512-BF16, bench/precision.py with random weights on 3 photos: "
-    "2.0-2.1x less CPU time, the sketch's float32 loss within 0.5%%; on a CPU without native "
-    "bf16 it is slower, not faster) or auto (bf16 on a CUDA GPU that supports it, float32 "
-    "elsewhere; default)"
+    "measured on a CPU with AVX512-BF16, bench/precision.py with random weights on 3 photos, "
+    "120 iterations: 1.95-2.05x less CPU time, the sketch's float32 loss from 1.2%% better to "
+    "0.5%% worse; a default step 2.7x faster; on a CPU without native bf16 it is slower, not "
+    "faster) or auto (default: bf16 where the device computes it natively, a CUDA GPU with "
+    "bf16 or a CPU with AVX512-BF16 or AMX; float32 elsewhere)"
 )
 
 
