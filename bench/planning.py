@@ -131,6 +131,7 @@ def dialog_table(
                 row = simulate(limit, load_s, step_s, plan, one_share)
                 row["full_step_s"] = step_s
                 row["load_s"] = load_s
+                row["one_sketch_share"] = one_share
                 rows.append(row)
                 print(
                     f"  step {step_s:5.1f} s, limit {limit / 60:5.0f} min, "

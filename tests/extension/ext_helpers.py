@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 SVG_NS = "http://www.w3.org/2000/svg"
 INKSCAPE_NS = "http://www.inkscape.org/namespaces/inkscape"
 NSS = {"svg": SVG_NS, "inkscape": INKSCAPE_NS}
+#: Clark-notation prefixes of the SVG namespace and of the layers' clipasso: record
+SVG = f"{{{SVG_NS}}}"
+CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
 
 
 def make_png(width: int, height: int, rgb: tuple[int, int, int] = (200, 60, 40)) -> bytes:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from ext_helpers import by_id, data_uri, make_png, run_extension, svg_doc
+from ext_helpers import CLIPASSO, SVG, by_id, data_uri, make_png, run_extension, svg_doc
 
 from inkscape_clipasso import clipasso_sketch
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
-CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
-SVG = "{http://www.w3.org/2000/svg}"
 HANG_S = 600
 
 

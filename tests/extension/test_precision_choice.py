@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from ext_helpers import by_id, run_extension
+from ext_helpers import CLIPASSO, SVG, by_id, run_extension
 from lxml import etree
 from test_update_sketches import run_update, sketch_now
-
-CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
-SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture

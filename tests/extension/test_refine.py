@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import inkex
 import pytest
-from ext_helpers import by_id, data_uri, make_png, path_points, run_extension, svg_doc
+from ext_helpers import (
+    CLIPASSO,
+    SVG,
+    by_id,
+    data_uri,
+    make_png,
+    path_points,
+    run_extension,
+    svg_doc,
+)
 from fake_daemon import pattern_points
 from lxml import etree
 from test_update_sketches import run_update
@@ -20,8 +29,6 @@ from inkscape_clipasso.layer_state import read_record
 from inkscape_clipasso.refine import NOTHING_TO_REFINE
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
-CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
-SVG = "{http://www.w3.org/2000/svg}"
 PNG_W, PNG_H = 32, 24
 #: the photo is drawn 2 user units per pixel at (20, 30)
 SCALE, LEFT, TOP = 2.0, 20.0, 30.0

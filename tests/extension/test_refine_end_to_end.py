@@ -12,7 +12,16 @@ trouble with relative links under its temporary folder does not arise).
 from __future__ import annotations
 
 import pytest
-from ext_helpers import INKSCAPE_NS, by_id, data_uri, make_png, run_extension, svg_doc
+from ext_helpers import (
+    CLIPASSO,
+    INKSCAPE_NS,
+    SVG,
+    by_id,
+    data_uri,
+    make_png,
+    run_extension,
+    svg_doc,
+)
 from inkscape_runner import apply_and_read, write_preferences
 from lxml import etree
 from serve_daemon import VIEWER, get_json, install_extension, jobs
@@ -20,8 +29,6 @@ from serve_daemon import VIEWER, get_json, install_extension, jobs
 pytestmark = [pytest.mark.inkscape, pytest.mark.slow]
 
 LABEL = f"{{{INKSCAPE_NS}}}label"
-CLIPASSO = "{https://clipasso-inkscape.invalid/ns/1}"
-SVG = "{http://www.w3.org/2000/svg}"
 LEVEL = "clipasso-img1-level-3"
 REFINED = "clipasso-img1-refined"
 EDITED_D = "m 30,40 c 8,-6 16,6 24,0"

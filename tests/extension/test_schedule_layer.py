@@ -4,10 +4,9 @@ iterations were cut is named unfinished (issue 22: a reduced schedule is never s
 
 from __future__ import annotations
 
-from ext_helpers import by_id, run_extension
+from ext_helpers import SVG, by_id, run_extension
 
 LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
-SVG = "{http://www.w3.org/2000/svg}"
 NOTE = (
     "1 seed instead of 3 and 120 iterations instead of 2000 to fit 10 min (a step of 12 "
     "sketches took 55.6 s; all the work would take 31 h)"
